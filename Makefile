@@ -1,0 +1,58 @@
+# Insurance-fund processor. `make help` lists the targets.
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+export PYTHONHASHSEED ?= 0
+
+.DEFAULT_GOAL := help
+.PHONY: help install test test-unit test-integration lint format golden bench bench-core run demo \
+        kafka-up kafka-down kafka-status kafka-purge clean
+
+help: ## list the targets
+	@grep -hE '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*?## "}; {printf "  \033[36m%-18s\033[0m %s\n", $$1, $$2}'
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -e '.[test]'
+	touch $(STAMP)
+
+install: $(STAMP) ## create .venv and install the package with its test extras (pinned)
+
+test: install lint ## lint, then run every test (starts a local Kafka broker when none is given)
+	$(PY) -m pytest -q
+
+test-unit: install ## run the tests that need no broker
+	$(PY) -m pytest -q -m "not integration"
+
+lint: install ## ruff and mypy
+	$(VENV)/bin/ruff check processor tests bench
+	$(VENV)/bin/ruff format --check processor tests bench
+	$(VENV)/bin/mypy
+
+format: install ## apply ruff's formatting and fixable lints
+	$(VENV)/bin/ruff format processor tests bench
+	$(VENV)/bin/ruff check --fix processor tests bench
+
+golden: install ## regenerate tests/golden expected outputs from their recorded inputs (review the diff!)
+	$(PY) -m tests.golden.regenerate
+
+bench-core: install ## decode + fold + encode and file replay throughput over 1M generated fills
+	$(PY) -m bench.core
+
+kafka-up: ## start the local Kafka 4.0 broker on 127.0.0.1:9092 (jars fetched with Maven on first use)
+	bash scripts/kafka.sh up
+
+kafka-down: ## stop the local broker
+	bash scripts/kafka.sh down
+
+kafka-status: ## is the local broker running?
+	bash scripts/kafka.sh status
+
+kafka-purge: ## stop the local broker and delete its data (jars stay cached)
+	bash scripts/kafka.sh down --purge
+
+clean: ## remove the virtualenv and caches (not the Kafka jars)
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache .hypothesis var

@@ -1,0 +1,85 @@
+"""Command line: ``python -m processor {replay,worker,produce}``. The composition root."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+from processor.codec import FillDecoder, SchemaError
+from processor.config import ConfigError, Settings, fund_rules
+from processor.domain.ledger import Ledger
+from processor.pipeline import Pipeline
+from processor.replay import OutputFiles, Progress, read_lines, replay_lines, summary_lines
+
+
+def _add_fund_options(parser: argparse.ArgumentParser) -> None:
+    group = parser.add_argument_group("fund rules (default: the FUND_* environment variables)")
+    group.add_argument("--default-precision", help="decimal places of every fund not listed (default 8)")
+    group.add_argument("--precision", help="per-currency places, e.g. BTC=10,USDT=8")
+    group.add_argument("--default-floor", help="floor of every fund not listed (default 0)")
+    group.add_argument("--floor", help="per-currency floors, e.g. USDT=1000")
+    group.add_argument("--initial-balance", help="per-currency initial balances, e.g. USDT=1000000")
+    group.add_argument("--duplicate-window-ms", type=int, help="event-time window of duplicate detection")
+
+
+def _apply_fund_options(settings: Settings, args: argparse.Namespace) -> Settings:
+    env = os.environ
+    rules = fund_rules(
+        default_precision=args.default_precision or env.get("FUND_DEFAULT_PRECISION"),
+        precision=args.precision or env.get("FUND_PRECISION", ""),
+        default_floor=args.default_floor or env.get("FUND_DEFAULT_FLOOR"),
+        floors=args.floor or env.get("FUND_FLOORS", ""),
+        initial_balances=args.initial_balance or env.get("FUND_INITIAL_BALANCES", ""),
+    )
+    window = args.duplicate_window_ms if args.duplicate_window_ms is not None else settings.duplicate_window_ms
+    return settings.replace(rules=rules, duplicate_window_ms=window)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m processor", description=__doc__)
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    replay = commands.add_parser("replay", help="fold a JSONL file (or a topic) into state and output files")
+    source = replay.add_mutually_exclusive_group(required=True)
+    source.add_argument("--input", help="JSONL file of liquidation fills, one per line; - for stdin")
+    replay.add_argument("--state-out", type=Path, help="write the final state (JSON keyed by fund)")
+    replay.add_argument("--deltas-out", type=Path, help="write fund deltas, one per line")
+    replay.add_argument("--adl-out", type=Path, help="write ADL triggers, one per line")
+    replay.add_argument("--dlq-out", type=Path, help="write dead letters, one per line")
+    replay.add_argument("--quiet", action="store_true", help="no per-fund summary")
+    _add_fund_options(replay)
+    return parser
+
+
+def _replay_file(settings: Settings, args: argparse.Namespace) -> int:
+    pipeline = Pipeline(FillDecoder.from_schema_dir(), Ledger(settings.rules, settings.duplicate_window_ms))
+    outputs = OutputFiles(args.state_out, args.deltas_out, args.adl_out, args.dlq_out)
+    try:
+        totals = replay_lines(read_lines(args.input), pipeline, outputs, args.input, Progress())
+    except FileNotFoundError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    if not args.quiet:
+        for line in summary_lines(pipeline.ledger):
+            print(line)
+        print(
+            f"{totals.messages} messages: {totals.deltas} deltas, {totals.triggers} ADL triggers, "
+            f"{totals.dead_letters} dead letters in {totals.seconds:.2f}s",
+            file=sys.stderr,
+        )
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        settings = Settings.from_env(os.environ)
+        if args.command == "replay":
+            return _replay_file(_apply_fund_options(settings, args), args)
+    except (ConfigError, SchemaError) as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    raise AssertionError(f"unhandled command {args.command}")

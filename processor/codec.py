@@ -1,0 +1,604 @@
+"""The serialization seam: bytes in, domain events or rejections out; domain outputs in, bytes out.
+
+The only module that parses or writes JSON. The input checks are built once, at start-up, from
+``schemas/liquidation_fill.v1.json``; decoding never raises on bad bytes, it returns a ``Rejection``
+naming the offending field.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import re
+from collections.abc import Callable, Iterable, Mapping
+from decimal import Decimal, InvalidOperation
+from pathlib import Path
+from typing import Any, NamedTuple
+
+import orjson
+
+from processor.domain.events import AdlTrigger, FundDelta, LiquidationFill
+from processor.domain.state import FundPolicy, FundState
+
+SCHEMA_DIR = Path(__file__).resolve().parent.parent / "schemas"
+INPUT_SCHEMA = "liquidation_fill.v1.json"
+SUPPORTED_VERSION = 1
+OUTPUT_VERSION = 1
+
+INVALID_JSON = "invalid_json"
+INVALID_EVENT = "invalid_event"
+UNSUPPORTED_VERSION = "unsupported_version"
+CONFLICTING_DUPLICATE = "conflicting_duplicate"
+
+_DECIMAL_CACHE_LIMIT = 1 << 16
+_SHOWN_VALUE_LIMIT = 60
+
+
+class SchemaError(Exception):
+    """A schema file the codec cannot turn into checks."""
+
+
+class Rejection(NamedTuple):
+    """Why an input message is not a fill: a SPEC error code and a sentence naming the field."""
+
+    error: str
+    detail: str
+
+
+class DeadLetter(NamedTuple):
+    """A rejected input message and where it came from."""
+
+    error: str
+    detail: str
+    source_topic: str
+    source_partition: int | None
+    source_offset: int
+    value: bytes | None
+    key: bytes | None
+    timestamp: int
+
+
+class _Invalid(Exception):
+    """Raised inside a field check; becomes an ``invalid_event`` rejection."""
+
+
+def _show(value: Any) -> str:
+    text = repr(value)
+    if len(text) > _SHOWN_VALUE_LIMIT:
+        text = text[:_SHOWN_VALUE_LIMIT] + "..."
+    return text
+
+
+def _describe_type(value: Any) -> str:
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "a boolean"
+    if isinstance(value, (int, float)):
+        return "a number"
+    if isinstance(value, str):
+        return "a string"
+    if isinstance(value, list):
+        return "an array"
+    return "an object"
+
+
+# --- field checks built from the schema --------------------------------------------------------------
+
+FieldCheck = Callable[[Any], Any]
+
+
+def _string_check(name: str, spec: Mapping[str, Any]) -> FieldCheck:
+    min_length = spec.get("minLength", 0)
+    max_length = spec.get("maxLength")
+    pattern = spec.get("pattern")
+    # JSON Schema patterns are ECMA regexes, where "$" never matches before a trailing newline.
+    matcher = re.compile(pattern.removesuffix("$") + r"\Z").search if pattern else None
+
+    def check(value: Any) -> str:
+        if type(value) is not str:
+            raise _Invalid(f"field '{name}' must be a string, got {_describe_type(value)}")
+        length = len(value)
+        if length < min_length or (max_length is not None and length > max_length):
+            bounds = f"{min_length}..{max_length}" if max_length is not None else f">= {min_length}"
+            raise _Invalid(f"field '{name}' must have {bounds} characters, got {length}")
+        if matcher is not None and matcher(value) is None:
+            raise _Invalid(f"field '{name}' must match {pattern}, got {_show(value)}")
+        return value
+
+    return check
+
+
+def _enum_check(name: str, spec: Mapping[str, Any]) -> FieldCheck:
+    allowed = {option: option for option in spec["enum"] if option is not None}
+    listed = ", ".join(repr(option) for option in allowed)
+
+    def check(value: Any) -> str:
+        choice = allowed.get(value) if type(value) is str else None
+        if choice is None:
+            raise _Invalid(f"field '{name}' must be one of {listed}, got {_show(value)}")
+        return choice
+
+    return check
+
+
+def _integer_check(name: str, spec: Mapping[str, Any]) -> FieldCheck:
+    minimum = spec.get("minimum")
+    maximum = spec.get("maximum")
+
+    def check(value: Any) -> int:
+        kind = type(value)
+        if kind is float and value.is_integer():
+            value = int(value)
+        elif kind is not int:
+            raise _Invalid(f"field '{name}' must be an integer, got {_describe_type(value)} {_show(value)}")
+        if (minimum is not None and value < minimum) or (maximum is not None and value > maximum):
+            raise _Invalid(f"field '{name}' must be an integer in [{minimum}, {maximum}], got {value}")
+        return int(value)
+
+    return check
+
+
+_DECIMAL_TEXT = re.compile(r"[+-]?(?:[0-9]+(?:\.[0-9]*)?|\.[0-9]+)(?:[eE][+-]?[0-9]+)?")
+
+
+def _decimal_check(name: str, rule: Mapping[str, Any]) -> FieldCheck:
+    """Build the check for one decimal field from its ``x-decimal`` rule."""
+    max_abs = Decimal(rule["maxAbs"])
+    max_places = int(rule["maxPlaces"])
+    exclusive = "exclusiveMinimum" in rule
+    bound = Decimal(rule["exclusiveMinimum"] if exclusive else rule["minimum"])
+    requirement = (
+        f"a decimal {'>' if exclusive else '>='} {bound} and <= {max_abs:,.0f} "
+        f"with at most {max_places} digits after the point"
+    )
+
+    def convert(text: str, shown: Any) -> Decimal:
+        if text.isascii() and text.replace(".", "", 1).isdigit():
+            # Plain unsigned notation, the common case: count the places from the text.
+            point = text.find(".")
+            places = len(text) - point - 1 if point >= 0 else 0
+        elif _DECIMAL_TEXT.fullmatch(text) is not None:
+            exponent = Decimal(text).as_tuple().exponent
+            places = -exponent if isinstance(exponent, int) else max_places + 1
+        else:
+            raise _Invalid(f"field '{name}' must be {requirement}, got {_show(shown)}")
+        number = Decimal(text)
+        if places > max_places or not (bound < number if exclusive else bound <= number) or number > max_abs:
+            raise _Invalid(f"field '{name}' must be {requirement}, got {_show(shown)}")
+        if not number:
+            number = number.copy_abs()  # "-0" is zero; never let a negative zero reach an output
+        return number
+
+    def check(value: Any) -> Decimal:
+        kind = type(value)
+        if kind is str:
+            return convert(value, value)
+        if kind is float or kind is int:
+            return convert(repr(value), value)
+        if kind is Decimal:  # from the fallback parser, for numbers orjson cannot hold
+            return convert(str(value), value)
+        raise _Invalid(f"field '{name}' must be {requirement}, got {_describe_type(value)} {_show(value)}")
+
+    return check
+
+
+class _Field(NamedTuple):
+    name: str
+    check: FieldCheck
+    required: bool
+    default: Any
+
+
+def _resolve(schema: Mapping[str, Any], spec: Mapping[str, Any]) -> Mapping[str, Any]:
+    ref = spec.get("$ref")
+    if ref is None:
+        return spec
+    prefix = "#/$defs/"
+    if not ref.startswith(prefix):
+        raise SchemaError(f"unsupported $ref {ref!r}")
+    return _resolve(schema, schema["$defs"][ref.removeprefix(prefix)])
+
+
+def _decimal_rule(schema: Mapping[str, Any], spec: Mapping[str, Any]) -> Mapping[str, Any] | None:
+    """Find the ``x-decimal`` rule of a property, following $ref and anyOf."""
+    resolved = _resolve(schema, spec)
+    if "x-decimal" in resolved:
+        return resolved["x-decimal"]  # type: ignore[no-any-return]
+    for option in resolved.get("anyOf", ()):
+        rule = _decimal_rule(schema, option)
+        if rule is not None:
+            return rule
+    return None
+
+
+def _build_field(schema: Mapping[str, Any], name: str, spec: Mapping[str, Any], required: bool) -> _Field:
+    rule = _decimal_rule(schema, spec)
+    check: FieldCheck
+    if rule is not None:
+        check = _decimal_check(name, rule)
+    elif "enum" in spec:
+        check = _enum_check(name, spec)
+    elif spec.get("type") == "string":
+        check = _string_check(name, spec)
+    elif spec.get("type") == "integer":
+        check = _integer_check(name, spec)
+    else:
+        raise SchemaError(f"property {name!r} has no kind the codec knows")
+    default = spec.get("default")
+    if not required and default is None:
+        raise SchemaError(f"optional property {name!r} needs a default")
+    return _Field(name, check, required, check(default) if default is not None else None)
+
+
+class FillDecoder:
+    """Turn message bytes into a ``LiquidationFill`` or a ``Rejection``; built from the input schema."""
+
+    def __init__(self, schema: Mapping[str, Any]) -> None:
+        required = set(schema["required"])
+        properties = schema["properties"]
+        missing = set(LiquidationFill._fields) - set(properties)
+        if missing:
+            raise SchemaError(f"schema lacks fields {sorted(missing)}")
+        self._fields = [
+            _build_field(schema, name, properties[name], name in required)
+            for name in LiquidationFill._fields
+            if name != "version"
+        ]
+        self._version_check = _integer_check("version", {})
+        self._fast = _fast_path({field.name: field for field in self._fields}, properties)
+
+    @classmethod
+    def from_schema_dir(cls, directory: Path = SCHEMA_DIR) -> FillDecoder:
+        try:
+            schema = orjson.loads((directory / INPUT_SCHEMA).read_bytes())
+        except (OSError, orjson.JSONDecodeError) as error:
+            raise SchemaError(f"cannot read {directory / INPUT_SCHEMA}: {error}") from error
+        return cls(schema)
+
+    def decode(self, data: bytes | None) -> LiquidationFill | Rejection:
+        if data is None:
+            return Rejection(INVALID_JSON, "message has no value (null); expected a JSON object")
+        try:
+            document = orjson.loads(data)
+        except orjson.JSONDecodeError:
+            document = _parse_beyond_orjson(data)
+            if isinstance(document, Rejection):
+                return document
+        if type(document) is not dict:
+            return Rejection(
+                INVALID_EVENT, f"message must be a JSON object, got {_describe_type(document)}"
+            )
+        return self._fast(document) or self.from_document(document)
+
+    def from_document(self, document: dict[str, Any]) -> LiquidationFill | Rejection:
+        """Check every field in schema order; the reference path, which also words the rejections."""
+        version = document.get("version")
+        if version is not None and version != SUPPORTED_VERSION:
+            try:
+                number = self._version_check(version)
+            except _Invalid as invalid:
+                return Rejection(INVALID_EVENT, str(invalid))
+            if number != SUPPORTED_VERSION:
+                return Rejection(
+                    UNSUPPORTED_VERSION,
+                    f"field 'version' is {number}; this processor supports version {SUPPORTED_VERSION}",
+                )
+        values: list[Any] = []
+        append = values.append
+        get = document.get
+        try:
+            for field in self._fields:
+                value = get(field.name)
+                if value is None:
+                    if field.required:
+                        presence = "must not be null" if field.name in document else "is missing"
+                        raise _Invalid(f"required field '{field.name}' {presence}")
+                    append(field.default)
+                else:
+                    append(field.check(value))
+        except _Invalid as invalid:
+            return Rejection(INVALID_EVENT, str(invalid))
+        append(SUPPORTED_VERSION)
+        fill = LiquidationFill._make(values)
+        if not fill.quantity and not fill.unfilled_quantity:
+            return Rejection(
+                INVALID_EVENT, "field 'quantity' may be 0 only when 'unfilled_quantity' is greater than 0"
+            )
+        return fill
+
+
+def _fast_path(
+    fields: Mapping[str, _Field], properties: Mapping[str, Any]
+) -> Callable[[dict[str, Any]], LiquidationFill | None]:
+    """Build the hot path: the same rules as ``from_document``, unrolled, with caches of accepted values.
+
+    It returns ``None`` for anything it does not accept outright; ``from_document`` then decides and
+    words the rejection, so the two paths cannot disagree on a verdict (the fuzz tests check it).
+    """
+
+    def bounds(name: str) -> tuple[int, int]:
+        spec = properties[name]
+        return spec.get("minLength", 0), spec.get("maxLength", 1 << 62)
+
+    fill_id_min, fill_id_max = bounds("fill_id")
+    liquidation_id_min, liquidation_id_max = bounds("liquidation_id")
+    symbol_min, symbol_max = bounds("symbol")
+    currency_check = fields["margin_currency"].check
+    currencies: set[str] = set()
+    sides = {side: side for side in properties["side"]["enum"] if side is not None}
+    contract_types = {kind: kind for kind in properties["contract_type"]["enum"] if kind is not None}
+    default_contract_type = fields["contract_type"].default
+    timestamp_check = fields["timestamp"].check
+    decimal_names = (
+        "contract_size", "bankruptcy_price", "fill_price", "quantity", "unfilled_quantity", "fee"
+    )
+    checks = [fields[name].check for name in decimal_names]
+    defaults = [fields[name].default for name in decimal_names]
+    caches: list[dict[str, Decimal]] = [{} for _ in decimal_names]
+    new_fill = tuple.__new__
+
+    def decimal_value(index: int, value: Any) -> Decimal | None:
+        if value is None:
+            return defaults[index]  # type: ignore[no-any-return]
+        if type(value) is str:
+            cached = caches[index].get(value)
+            if cached is not None:
+                return cached
+        try:
+            number: Decimal = checks[index](value)
+        except _Invalid:
+            return None
+        if type(value) is str:
+            cache = caches[index]
+            if len(cache) >= _DECIMAL_CACHE_LIMIT:
+                cache.clear()
+            cache[value] = number
+        return number
+
+    def fast(document: dict[str, Any]) -> LiquidationFill | None:
+        get = document.get
+        version = get("version")
+        if version is not None and (type(version) is not int or version != SUPPORTED_VERSION):
+            return None
+        fill_id = get("fill_id")
+        liquidation_id = get("liquidation_id")
+        symbol = get("symbol")
+        currency = get("margin_currency")
+        if (
+            type(fill_id) is not str
+            or not fill_id_min <= len(fill_id) <= fill_id_max
+            or type(liquidation_id) is not str
+            or not liquidation_id_min <= len(liquidation_id) <= liquidation_id_max
+            or type(symbol) is not str
+            or not symbol_min <= len(symbol) <= symbol_max
+            or type(currency) is not str
+        ):
+            return None
+        if currency not in currencies:
+            try:
+                currency_check(currency)
+            except _Invalid:
+                return None
+            currencies.add(currency)
+        side = get("side")
+        side = sides.get(side) if type(side) is str else None
+        contract_type = get("contract_type")
+        if contract_type is None:
+            contract_type = default_contract_type
+        else:
+            contract_type = contract_types.get(contract_type) if type(contract_type) is str else None
+        timestamp = get("timestamp")
+        if type(timestamp) is not int:
+            try:
+                timestamp = timestamp_check(timestamp)
+            except _Invalid:
+                return None
+        elif timestamp < 0:
+            return None
+        contract_size = decimal_value(0, get("contract_size"))
+        bankruptcy_price = decimal_value(1, get("bankruptcy_price"))
+        fill_price = decimal_value(2, get("fill_price"))
+        quantity = decimal_value(3, get("quantity"))
+        unfilled_quantity = decimal_value(4, get("unfilled_quantity"))
+        fee = decimal_value(5, get("fee"))
+        if (
+            side is None
+            or contract_type is None
+            or contract_size is None
+            or bankruptcy_price is None
+            or fill_price is None
+            or quantity is None
+            or unfilled_quantity is None
+            or fee is None
+            or (not quantity and not unfilled_quantity)
+        ):
+            return None
+        return new_fill(  # type: ignore[no-any-return]
+            LiquidationFill,
+            (
+                fill_id, liquidation_id, symbol, currency, side, contract_type, contract_size,
+                bankruptcy_price, fill_price, quantity, unfilled_quantity, fee, timestamp,
+                SUPPORTED_VERSION,
+            ),
+        )
+
+    return fast
+
+
+def _reject_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not JSON")
+
+
+def _parse_beyond_orjson(data: bytes) -> Any:
+    """Parse valid JSON that orjson refuses (numbers beyond a double), or say why it is not JSON."""
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as error:
+        return Rejection(INVALID_JSON, f"message is not UTF-8 text: {error.reason} at byte {error.start}")
+    try:
+        return json.loads(text, parse_float=Decimal, parse_int=Decimal, parse_constant=_reject_constant)
+    except (ValueError, RecursionError) as error:
+        reason = str(error) if not isinstance(error, RecursionError) else "nesting is too deep"
+        return Rejection(INVALID_JSON, f"message is not JSON text: {reason[:200]}")
+
+
+# --- encoding ---------------------------------------------------------------------------------------------
+
+
+def _amount(value: Decimal) -> str:
+    """Fixed-point text of a value already rounded to the fund's precision."""
+    text = str(value)
+    return text if "E" not in text else format(value, "f")
+
+
+def _exact(value: Decimal, policy: FundPolicy) -> str:
+    """Fixed-point text with at least the fund's places, and every place the exact value needs."""
+    exponent = value.as_tuple().exponent
+    if isinstance(exponent, int) and exponent >= -policy.precision:
+        value = value.quantize(policy.quantum)
+    return format(value, "f")
+
+
+def delta_document(delta: FundDelta) -> dict[str, Any]:
+    return {
+        "delta_id": delta.fill_id,
+        "fund": delta.fund,
+        "margin_currency": delta.fund,
+        "symbol": delta.symbol,
+        "liquidation_id": delta.liquidation_id,
+        "fill_id": delta.fill_id,
+        "type": delta.type,
+        "gross_pnl": _amount(delta.gross_pnl),
+        "fee": _amount(delta.fee),
+        "net": _amount(delta.net),
+        "amount": _amount(delta.amount),
+        "shortfall": _amount(delta.shortfall),
+        "balance_before": _amount(delta.balance_before),
+        "balance_after": _amount(delta.balance_after),
+        "sequence": delta.sequence,
+        "timestamp": delta.timestamp,
+        "version": OUTPUT_VERSION,
+    }
+
+
+def encode_delta(delta: FundDelta) -> bytes:
+    return orjson.dumps(delta_document(delta))
+
+
+def trigger_document(trigger: AdlTrigger, policy: FundPolicy) -> dict[str, Any]:
+    return {
+        "trigger_id": trigger.trigger_id,
+        "fund": trigger.fund,
+        "margin_currency": trigger.fund,
+        "symbol": trigger.symbol,
+        "liquidation_id": trigger.liquidation_id,
+        "fill_id": trigger.fill_id,
+        "reason": trigger.reason,
+        "liquidated_side": trigger.liquidated_side,
+        "deleverage_side": trigger.deleverage_side,
+        "bankruptcy_price": _exact(trigger.bankruptcy_price, policy),
+        "quantity": _exact(trigger.quantity, policy),
+        "unfilled_quantity": _exact(trigger.unfilled_quantity, policy),
+        "shortfall": _amount(trigger.shortfall),
+        "fund_balance": _amount(trigger.fund_balance),
+        "sequence": trigger.sequence,
+        "timestamp": trigger.timestamp,
+        "version": OUTPUT_VERSION,
+    }
+
+
+def encode_trigger(trigger: AdlTrigger, policy: FundPolicy) -> bytes:
+    return orjson.dumps(trigger_document(trigger, policy))
+
+
+def dead_letter_document(letter: DeadLetter) -> dict[str, Any]:
+    document: dict[str, Any] = {
+        "error": letter.error,
+        "detail": letter.detail,
+        "source_topic": letter.source_topic,
+        "source_partition": letter.source_partition,
+        "source_offset": letter.source_offset,
+    }
+    raw = letter.value if letter.value is not None else b""
+    try:
+        document["value"] = raw.decode("utf-8")
+    except UnicodeDecodeError:
+        document["value_base64"] = base64.b64encode(raw).decode("ascii")
+    document["key"] = _key_text(letter.key)
+    document["timestamp"] = letter.timestamp
+    document["version"] = OUTPUT_VERSION
+    return document
+
+
+def _key_text(key: bytes | None) -> str | None:
+    if key is None:
+        return None
+    try:
+        return key.decode("utf-8")
+    except UnicodeDecodeError:
+        return base64.b64encode(key).decode("ascii")
+
+
+def encode_dead_letter(letter: DeadLetter) -> bytes:
+    return orjson.dumps(dead_letter_document(letter))
+
+
+def state_document(state: FundState) -> dict[str, Any]:
+    return {
+        "fund": state.fund,
+        "balance": _amount(state.balance),
+        "total_surplus": _amount(state.total_surplus),
+        "total_paid": _amount(state.total_paid),
+        "total_shortfall": _amount(state.total_shortfall),
+        "fills": state.fills,
+        "duplicates": state.duplicates,
+        "adl_triggers": state.adl_triggers,
+        "sequence": state.sequence,
+        "last_timestamp": state.last_timestamp,
+        "by_symbol": {symbol: _amount(amount) for symbol, amount in sorted(state.by_symbol.items())},
+    }
+
+
+def encode_states(states: Iterable[FundState]) -> bytes:
+    """The state file / HTTP view: an object keyed by fund, funds in sorted order."""
+    ordered = sorted(states, key=lambda state: state.fund)
+    return orjson.dumps({state.fund: state_document(state) for state in ordered}, option=orjson.OPT_INDENT_2)
+
+
+def decode_state(document: Mapping[str, Any]) -> FundState:
+    """Read one fund's state back (from a table value or a state file)."""
+    return FundState(
+        fund=document["fund"],
+        balance=Decimal(document["balance"]),
+        total_surplus=Decimal(document["total_surplus"]),
+        total_paid=Decimal(document["total_paid"]),
+        total_shortfall=Decimal(document["total_shortfall"]),
+        fills=document["fills"],
+        duplicates=document["duplicates"],
+        adl_triggers=document["adl_triggers"],
+        sequence=document["sequence"],
+        last_timestamp=document["last_timestamp"],
+        by_symbol={symbol: Decimal(amount) for symbol, amount in document["by_symbol"].items()},
+    )
+
+
+def loads(data: bytes | str) -> Any:
+    """Parse trusted JSON (state files, our own outputs); raises ``ValueError`` on bad input."""
+    try:
+        return orjson.loads(data)
+    except orjson.JSONDecodeError as error:
+        raise ValueError(str(error)) from error
+
+
+def dumps(document: Any) -> bytes:
+    return orjson.dumps(document)
+
+
+def decimal_or_none(text: str) -> Decimal | None:
+    """Parse a configuration decimal; ``None`` when it is not a finite decimal."""
+    try:
+        number = Decimal(text)
+    except InvalidOperation:
+        return None
+    return number if number.is_finite() else None

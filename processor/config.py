@@ -1,0 +1,166 @@
+"""Settings, read once from the environment by the composition root (never on import)."""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from decimal import Decimal
+from pathlib import Path
+
+from processor.codec import decimal_or_none
+from processor.domain.ledger import DEFAULT_DUPLICATE_WINDOW_MS
+from processor.domain.state import DEFAULT_PRECISION, FundRules
+
+
+class ConfigError(ValueError):
+    """A setting that cannot be used; the message names the variable."""
+
+
+def _currency_map(variable: str, text: str) -> dict[str, str]:
+    """Parse ``USDT=8,BTC=10`` into a dict."""
+    result: dict[str, str] = {}
+    for item in filter(None, (part.strip() for part in text.split(","))):
+        currency, sep, value = item.partition("=")
+        if not sep or not currency.strip() or not value.strip():
+            raise ConfigError(f"{variable}: expected CURRENCY=VALUE[,CURRENCY=VALUE...], got {item!r}")
+        result[currency.strip()] = value.strip()
+    return result
+
+
+def _decimal(variable: str, text: str) -> Decimal:
+    number = decimal_or_none(text)
+    if number is None:
+        raise ConfigError(f"{variable}: {text!r} is not a finite decimal")
+    return number
+
+
+def _integer(variable: str, text: str, minimum: int = 0) -> int:
+    try:
+        number = int(text)
+    except ValueError:
+        raise ConfigError(f"{variable}: {text!r} is not an integer") from None
+    if number < minimum:
+        raise ConfigError(f"{variable}: must be >= {minimum}, got {number}")
+    return number
+
+
+def fund_rules(
+    default_precision: str | None = None,
+    precision: str = "",
+    default_floor: str | None = None,
+    floors: str = "",
+    initial_balances: str = "",
+) -> FundRules:
+    """Build the per-currency fund rules from their textual settings."""
+    places = {
+        currency: _integer("FUND_PRECISION", value)
+        for currency, value in _currency_map("FUND_PRECISION", precision).items()
+    }
+    return FundRules(
+        default_precision=(
+            _integer("FUND_DEFAULT_PRECISION", default_precision)
+            if default_precision
+            else DEFAULT_PRECISION
+        ),
+        precision=places,
+        default_floor=_decimal("FUND_DEFAULT_FLOOR", default_floor) if default_floor else Decimal(0),
+        floor={
+            currency: _decimal("FUND_FLOORS", value)
+            for currency, value in _currency_map("FUND_FLOORS", floors).items()
+        },
+        initial_balance={
+            currency: _decimal("FUND_INITIAL_BALANCES", value)
+            for currency, value in _currency_map("FUND_INITIAL_BALANCES", initial_balances).items()
+        },
+    )
+
+
+@dataclass(frozen=True)
+class KafkaSecurity:
+    """Client security settings; the password is never part of ``repr``."""
+
+    protocol: str = "PLAINTEXT"
+    sasl_mechanism: str | None = None
+    sasl_username: str | None = None
+    sasl_password: str | None = field(default=None, repr=False)
+    ssl_cafile: str | None = None
+    ssl_certfile: str | None = None
+    ssl_keyfile: str | None = None
+    ssl_password: str | None = field(default=None, repr=False)
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Everything the processor can be told; see the README's configuration table."""
+
+    bootstrap_servers: str = "127.0.0.1:9092"
+    app_id: str = "insurance-fund"
+    input_topic: str = "liquidation-fills"
+    deltas_topic: str = "insurance-fund-deltas"
+    adl_topic: str = "adl-triggers"
+    dlq_topic: str = "liquidation-fills-dlq"
+    partitions: int = 0
+    processing_guarantee: str = "exactly_once"
+    store: str = "memory"
+    data_dir: Path = Path("var/data")
+    web_host: str = "127.0.0.1"
+    web_port: int = 6066
+    batch_size: int = 2000
+    batch_seconds: float = 0.05
+    rules: FundRules = FundRules()
+    duplicate_window_ms: int = DEFAULT_DUPLICATE_WINDOW_MS
+    security: KafkaSecurity = KafkaSecurity()
+    log_level: str = "info"
+
+    def replace(self, **changes: object) -> Settings:
+        return dataclasses.replace(self, **changes)  # type: ignore[arg-type]
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str]) -> Settings:
+        """Read settings from an environment mapping (``os.environ`` at the composition root)."""
+        env = {name: value for name, value in environ.items() if value != ""}
+        defaults = cls()
+        guarantee = env.get("PROCESSING_GUARANTEE", defaults.processing_guarantee)
+        if guarantee not in ("exactly_once", "at_least_once"):
+            raise ConfigError(f"PROCESSING_GUARANTEE: expected exactly_once or at_least_once, got {guarantee!r}")
+        store = env.get("STORE", defaults.store)
+        if store not in ("memory", "rocksdb"):
+            raise ConfigError(f"STORE: expected memory or rocksdb, got {store!r}")
+        return cls(
+            bootstrap_servers=env.get("KAFKA_BOOTSTRAP_SERVERS", defaults.bootstrap_servers),
+            app_id=env.get("APP_ID", defaults.app_id),
+            input_topic=env.get("INPUT_TOPIC", defaults.input_topic),
+            deltas_topic=env.get("DELTAS_TOPIC", defaults.deltas_topic),
+            adl_topic=env.get("ADL_TOPIC", defaults.adl_topic),
+            dlq_topic=env.get("DLQ_TOPIC", defaults.dlq_topic),
+            partitions=_integer("TOPIC_PARTITIONS", env.get("TOPIC_PARTITIONS", "0")),
+            processing_guarantee=guarantee,
+            store=store,
+            data_dir=Path(env.get("DATA_DIR", str(defaults.data_dir))),
+            web_host=env.get("WEB_HOST", defaults.web_host),
+            web_port=_integer("WEB_PORT", env.get("WEB_PORT", str(defaults.web_port))),
+            batch_size=_integer("BATCH_SIZE", env.get("BATCH_SIZE", str(defaults.batch_size)), 1),
+            batch_seconds=float(_decimal("BATCH_SECONDS", env.get("BATCH_SECONDS", str(defaults.batch_seconds)))),
+            rules=fund_rules(
+                default_precision=env.get("FUND_DEFAULT_PRECISION"),
+                precision=env.get("FUND_PRECISION", ""),
+                default_floor=env.get("FUND_DEFAULT_FLOOR"),
+                floors=env.get("FUND_FLOORS", ""),
+                initial_balances=env.get("FUND_INITIAL_BALANCES", ""),
+            ),
+            duplicate_window_ms=_integer(
+                "DUPLICATE_WINDOW_MS", env.get("DUPLICATE_WINDOW_MS", str(defaults.duplicate_window_ms))
+            ),
+            security=KafkaSecurity(
+                protocol=env.get("KAFKA_SECURITY_PROTOCOL", "PLAINTEXT"),
+                sasl_mechanism=env.get("KAFKA_SASL_MECHANISM"),
+                sasl_username=env.get("KAFKA_SASL_USERNAME"),
+                sasl_password=env.get("KAFKA_SASL_PASSWORD"),
+                ssl_cafile=env.get("KAFKA_SSL_CAFILE"),
+                ssl_certfile=env.get("KAFKA_SSL_CERTFILE"),
+                ssl_keyfile=env.get("KAFKA_SSL_KEYFILE"),
+                ssl_password=env.get("KAFKA_SSL_PASSWORD"),
+            ),
+            log_level=env.get("LOG_LEVEL", defaults.log_level),
+        )

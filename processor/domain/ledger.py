@@ -1,0 +1,93 @@
+"""Drive the fold over a sequence of fills: fund states plus the duplicate window, kept in memory.
+
+File replay, topic replay and the benchmarks fold through a ``Ledger``; the streaming worker keeps the
+same two pieces of state in changelog-backed tables and calls the same ``apply``.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from collections.abc import Iterator, Mapping
+from processor.domain.events import LiquidationFill
+from processor.domain.fold import Outcome, apply
+from processor.domain.state import FundPolicy, FundRules, FundState
+
+DEFAULT_DUPLICATE_WINDOW_MS = 7 * 24 * 3600 * 1000
+
+
+class DuplicateWindow:
+    """The fills applied to one fund, remembered for at least ``window_ms`` of event time.
+
+    A fill is forgotten once the fund has seen an event more than ``window_ms`` newer than it, so a
+    re-sent fill is always recognised within the window whatever order the timestamps come in.
+    """
+
+    __slots__ = ("_expiry", "_fills", "newest_timestamp", "window_ms")
+
+    def __init__(self, window_ms: int = DEFAULT_DUPLICATE_WINDOW_MS) -> None:
+        self.window_ms = window_ms
+        self._fills: dict[str, LiquidationFill] = {}
+        self._expiry: deque[tuple[int, str]] = deque()
+        self.newest_timestamp = -1
+
+    def __len__(self) -> int:
+        return len(self._fills)
+
+    def __iter__(self) -> Iterator[LiquidationFill]:
+        return iter(self._fills.values())
+
+    def get(self, fill_id: str) -> LiquidationFill | None:
+        return self._fills.get(fill_id)
+
+    def remember(self, fill: LiquidationFill) -> None:
+        timestamp = fill.timestamp
+        self._fills[fill.fill_id] = fill
+        self._expiry.append((timestamp, fill.fill_id))
+        if timestamp > self.newest_timestamp:
+            self.newest_timestamp = timestamp
+            self._forget_before(timestamp - self.window_ms)
+
+    def _forget_before(self, horizon: int) -> None:
+        expiry, fills = self._expiry, self._fills
+        while expiry and expiry[0][0] < horizon:
+            _, fill_id = expiry.popleft()
+            remembered = fills.get(fill_id)
+            if remembered is not None and remembered.timestamp < horizon:
+                del fills[fill_id]
+
+
+class Ledger:
+    """Every fund's state and duplicate window, folded one fill at a time through ``apply``."""
+
+    def __init__(
+        self, rules: FundRules | None = None, duplicate_window_ms: int = DEFAULT_DUPLICATE_WINDOW_MS
+    ) -> None:
+        self.rules = rules or FundRules()
+        self.duplicate_window_ms = duplicate_window_ms
+        self.funds: dict[str, FundState] = {}
+        self.windows: dict[str, DuplicateWindow] = {}
+        self._policies: dict[str, FundPolicy] = {}
+
+    def policy(self, fund: str) -> FundPolicy:
+        policy = self._policies.get(fund)
+        if policy is None:
+            policy = self._policies[fund] = self.rules.policy_for(fund)
+        return policy
+
+    def fold(self, fill: LiquidationFill) -> Outcome:
+        fund = fill.margin_currency
+        policy = self.policy(fund)
+        state = self.funds.get(fund)
+        window = self.windows.get(fund)
+        if state is None:
+            state = FundState.opened(fund, policy)
+        if window is None:
+            window = self.windows[fund] = DuplicateWindow(self.duplicate_window_ms)
+        outcome = apply(state, fill, policy, window.get(fill.fill_id))
+        self.funds[fund] = outcome.state
+        if outcome.delta is not None:
+            window.remember(fill)
+        return outcome
+
+    def states(self) -> Mapping[str, FundState]:
+        return dict(sorted(self.funds.items()))

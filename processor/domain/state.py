@@ -1,0 +1,80 @@
+"""Fund state and the per-fund policy (precision, floor, initial balance)."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from decimal import ROUND_HALF_EVEN, Context, Decimal
+from typing import NamedTuple
+
+#: Context for every computation that moves money: wide enough that sums, products and the
+#: inverse-contract quotient are exact (or, for the quotient, rounded far below the fund's precision).
+EXACT = Context(prec=120, rounding=ROUND_HALF_EVEN, Emax=999_999, Emin=-999_999)
+
+DEFAULT_PRECISION = 8
+
+
+class FundPolicy(NamedTuple):
+    """How one fund rounds and how far it may be drawn down."""
+
+    quantum: Decimal
+    floor: Decimal
+    initial_balance: Decimal
+    zero: Decimal
+
+    @property
+    def precision(self) -> int:
+        return -int(self.quantum.as_tuple().exponent)
+
+    def q(self, value: Decimal) -> Decimal:
+        """Round to the fund's precision, half to even."""
+        return value.quantize(self.quantum, ROUND_HALF_EVEN, EXACT)
+
+
+class FundRules(NamedTuple):
+    """Per-currency policies, with defaults for currencies not listed."""
+
+    default_precision: int = DEFAULT_PRECISION
+    precision: Mapping[str, int] = {}
+    floor: Mapping[str, Decimal] = {}
+    default_floor: Decimal = Decimal(0)
+    initial_balance: Mapping[str, Decimal] = {}
+
+    def policy_for(self, fund: str) -> FundPolicy:
+        places = self.precision.get(fund, self.default_precision)
+        quantum = Decimal(1).scaleb(-places)
+        floor = self.floor.get(fund, self.default_floor).quantize(quantum, ROUND_HALF_EVEN, EXACT)
+        initial = self.initial_balance.get(fund, Decimal(0)).quantize(quantum, ROUND_HALF_EVEN, EXACT)
+        return FundPolicy(quantum=quantum, floor=floor, initial_balance=initial, zero=quantum * 0)
+
+
+class FundState(NamedTuple):
+    """One insurance fund after the fills folded into it so far (SPEC section 5)."""
+
+    fund: str
+    balance: Decimal
+    total_surplus: Decimal
+    total_paid: Decimal
+    total_shortfall: Decimal
+    fills: int
+    duplicates: int
+    adl_triggers: int
+    sequence: int
+    last_timestamp: int | None
+    by_symbol: Mapping[str, Decimal]
+
+    @classmethod
+    def opened(cls, fund: str, policy: FundPolicy) -> FundState:
+        zero = policy.zero
+        return cls(
+            fund=fund,
+            balance=policy.initial_balance,
+            total_surplus=zero,
+            total_paid=zero,
+            total_shortfall=zero,
+            fills=0,
+            duplicates=0,
+            adl_triggers=0,
+            sequence=0,
+            last_timestamp=None,
+            by_symbol={},
+        )

@@ -1,0 +1,80 @@
+"""Decode, fold, encode: the path every input message takes, whatever carries it (file, topic, bench)."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from typing import NamedTuple
+
+from processor import codec
+from processor.codec import DeadLetter, FillDecoder, Rejection
+from processor.domain.ledger import Ledger
+
+
+class Emitted(NamedTuple):
+    """The encoded outputs of one input message; at most one of ``delta`` and ``dead_letter``."""
+
+    fund: str | None
+    symbol: str | None
+    delta: bytes | None = None
+    trigger: bytes | None = None
+    dead_letter: bytes | None = None
+
+
+def wall_clock_ms() -> int:
+    return time.time_ns() // 1_000_000
+
+
+class Pipeline:
+    """Fold raw messages into a ``Ledger`` and encode what each one produced."""
+
+    def __init__(
+        self, decoder: FillDecoder, ledger: Ledger, clock_ms: Callable[[], int] = wall_clock_ms
+    ) -> None:
+        self.decoder = decoder
+        self.ledger = ledger
+        self.clock_ms = clock_ms
+
+    def process(
+        self, value: bytes | None, key: bytes | None, topic: str, partition: int | None, offset: int
+    ) -> Emitted:
+        fill = self.decoder.decode(value)
+        if isinstance(fill, Rejection):
+            return Emitted(None, None, dead_letter=self._dead_letter(fill, value, key, topic, partition, offset))
+        outcome = self.ledger.fold(fill)
+        if outcome.conflict is not None:
+            rejection = Rejection(codec.CONFLICTING_DUPLICATE, outcome.conflict)
+            letter = self._dead_letter(rejection, value, key, topic, partition, offset)
+            return Emitted(fill.margin_currency, fill.symbol, dead_letter=letter)
+        if outcome.delta is None:
+            return Emitted(fill.margin_currency, fill.symbol)
+        trigger = outcome.trigger
+        return Emitted(
+            fill.margin_currency,
+            fill.symbol,
+            delta=codec.encode_delta(outcome.delta),
+            trigger=(
+                codec.encode_trigger(trigger, self.ledger.policy(trigger.fund)) if trigger is not None else None
+            ),
+        )
+
+    def _dead_letter(
+        self,
+        rejection: Rejection,
+        value: bytes | None,
+        key: bytes | None,
+        topic: str,
+        partition: int | None,
+        offset: int,
+    ) -> bytes:
+        letter = DeadLetter(
+            error=rejection.error,
+            detail=rejection.detail,
+            source_topic=topic,
+            source_partition=partition,
+            source_offset=offset,
+            value=value,
+            key=key,
+            timestamp=self.clock_ms(),
+        )
+        return codec.encode_dead_letter(letter)
