@@ -55,7 +55,9 @@ def fills(count: int, seed: int = 7, crash_at: float = 0.8) -> Iterator[dict[str
             price = bankruptcy * (1 + Decimal(str(round(direction * slip, 6))))
             price = price.quantize(Decimal("0.0001"))
             quantity = Decimal(rng.randint(1, 500))
-            unfilled = Decimal(rng.randint(1, 50)) if crashing and part == parts - 1 and rng.random() < 0.3 else 0
+            unfilled = (
+                Decimal(rng.randint(1, 50)) if crashing and part == parts - 1 and rng.random() < 0.3 else 0
+            )
             yield {
                 "fill_id": f"F{fill_number:09d}",
                 "liquidation_id": f"L{liquidation_number:08d}",
@@ -68,7 +70,9 @@ def fills(count: int, seed: int = 7, crash_at: float = 0.8) -> Iterator[dict[str
                 "fill_price": str(price),
                 "quantity": str(quantity),
                 "unfilled_quantity": str(unfilled),
-                "fee": str((notional(contract_type, contract_size, price, quantity) * FEE_RATE).quantize(EIGHT)),
+                "fee": str(
+                    (notional(contract_type, contract_size, price, quantity) * FEE_RATE).quantize(EIGHT)
+                ),
                 "timestamp": timestamp,
                 "version": 1,
             }

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import argparse
+import asyncio
+import gc
 import os
 import sys
 from collections.abc import Sequence
@@ -34,7 +36,9 @@ def _apply_fund_options(settings: Settings, args: argparse.Namespace) -> Setting
         floors=args.floor or env.get("FUND_FLOORS", ""),
         initial_balances=args.initial_balance or env.get("FUND_INITIAL_BALANCES", ""),
     )
-    window = args.duplicate_window_ms if args.duplicate_window_ms is not None else settings.duplicate_window_ms
+    window = (
+        args.duplicate_window_ms if args.duplicate_window_ms is not None else settings.duplicate_window_ms
+    )
     return settings.replace(rules=rules, duplicate_window_ms=window)
 
 
@@ -51,6 +55,13 @@ def build_parser() -> argparse.ArgumentParser:
     replay.add_argument("--dlq-out", type=Path, help="write dead letters, one per line")
     replay.add_argument("--quiet", action="store_true", help="no per-fund summary")
     _add_fund_options(replay)
+
+    worker = commands.add_parser("worker", help="run the stream processor (faust worker)")
+    _add_fund_options(worker)
+
+    produce = commands.add_parser("produce", help="load a JSONL file into the input topic")
+    produce.add_argument("--input", required=True, help="JSONL file, one message per line; - for stdin")
+    produce.add_argument("--topic", help="topic to write (default: INPUT_TOPIC)")
     return parser
 
 
@@ -73,12 +84,41 @@ def _replay_file(settings: Settings, args: argparse.Namespace) -> int:
     return 0
 
 
+def _worker(settings: Settings) -> int:
+    from faust.worker import Worker as FaustWorker
+
+    from processor.stream.app import create_app
+    from processor.stream.kafka import prepare_topics
+
+    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    gc.freeze()  # what start-up loaded lives for the whole run; keep the collector off it
+    loop = asyncio.new_event_loop()
+    asyncio.set_event_loop(loop)
+    partitions = loop.run_until_complete(prepare_topics(settings))
+    worker = create_app(settings, partitions)
+    FaustWorker(worker.app, loglevel=settings.log_level, loop=loop).execute_from_commandline()
+    return 0
+
+
+def _produce(settings: Settings, args: argparse.Namespace) -> int:
+    from processor.stream.produce import produce_lines
+
+    topic = args.topic or settings.input_topic
+    sent = asyncio.run(produce_lines(settings, topic, read_lines(args.input)))
+    print(f"produced {sent} messages to {topic}", file=sys.stderr)
+    return 0
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         settings = Settings.from_env(os.environ)
         if args.command == "replay":
             return _replay_file(_apply_fund_options(settings, args), args)
+        if args.command == "worker":
+            return _worker(_apply_fund_options(settings, args))
+        if args.command == "produce":
+            return _produce(settings, args)
     except (ConfigError, SchemaError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2

@@ -11,14 +11,14 @@ import base64
 import json
 import re
 from collections.abc import Callable, Iterable, Mapping
-from decimal import Decimal, InvalidOperation
+from decimal import ROUND_HALF_EVEN, Decimal, DecimalException
 from pathlib import Path
 from typing import Any, NamedTuple
 
 import orjson
 
 from processor.domain.events import AdlTrigger, FundDelta, LiquidationFill
-from processor.domain.state import FundPolicy, FundState
+from processor.domain.state import EXACT, FundPolicy, FundState
 
 SCHEMA_DIR = Path(__file__).resolve().parent.parent / "schemas"
 INPUT_SCHEMA = "liquidation_fill.v1.json"
@@ -58,8 +58,14 @@ class DeadLetter(NamedTuple):
     timestamp: int
 
 
-class _Invalid(Exception):
+class _FieldError(Exception):
     """Raised inside a field check; becomes an ``invalid_event`` rejection."""
+
+
+class JsonNumber(str):
+    """A JSON number orjson cannot hold (beyond a double), kept as its text by the fallback parser."""
+
+    __slots__ = ()
 
 
 def _show(value: Any) -> str:
@@ -97,13 +103,20 @@ def _string_check(name: str, spec: Mapping[str, Any]) -> FieldCheck:
 
     def check(value: Any) -> str:
         if type(value) is not str:
-            raise _Invalid(f"field '{name}' must be a string, got {_describe_type(value)}")
+            raise _FieldError(f"field '{name}' must be a string, got {_describe_type(value)}")
+        if not value.isascii():
+            try:
+                value.encode("utf-8")
+            except UnicodeEncodeError:
+                raise _FieldError(
+                    f"field '{name}' must be valid Unicode text (it holds a lone surrogate)"
+                ) from None
         length = len(value)
         if length < min_length or (max_length is not None and length > max_length):
             bounds = f"{min_length}..{max_length}" if max_length is not None else f">= {min_length}"
-            raise _Invalid(f"field '{name}' must have {bounds} characters, got {length}")
+            raise _FieldError(f"field '{name}' must have {bounds} characters, got {length}")
         if matcher is not None and matcher(value) is None:
-            raise _Invalid(f"field '{name}' must match {pattern}, got {_show(value)}")
+            raise _FieldError(f"field '{name}' must match {pattern}, got {_show(value)}")
         return value
 
     return check
@@ -116,7 +129,7 @@ def _enum_check(name: str, spec: Mapping[str, Any]) -> FieldCheck:
     def check(value: Any) -> str:
         choice = allowed.get(value) if type(value) is str else None
         if choice is None:
-            raise _Invalid(f"field '{name}' must be one of {listed}, got {_show(value)}")
+            raise _FieldError(f"field '{name}' must be one of {listed}, got {_show(value)}")
         return choice
 
     return check
@@ -130,10 +143,17 @@ def _integer_check(name: str, spec: Mapping[str, Any]) -> FieldCheck:
         kind = type(value)
         if kind is float and value.is_integer():
             value = int(value)
+        elif kind is JsonNumber:
+            number = _parse_decimal(value)
+            if number is None or not number.is_finite() or number != number.to_integral_value():
+                raise _FieldError(f"field '{name}' must be an integer, got {_show(value)}")
+            value = int(number)
         elif kind is not int:
-            raise _Invalid(f"field '{name}' must be an integer, got {_describe_type(value)} {_show(value)}")
+            raise _FieldError(
+                f"field '{name}' must be an integer, got {_describe_type(value)} {_show(value)}"
+            )
         if (minimum is not None and value < minimum) or (maximum is not None and value > maximum):
-            raise _Invalid(f"field '{name}' must be an integer in [{minimum}, {maximum}], got {value}")
+            raise _FieldError(f"field '{name}' must be an integer in [{minimum}, {maximum}], got {value}")
         return int(value)
 
     return check
@@ -159,13 +179,16 @@ def _decimal_check(name: str, rule: Mapping[str, Any]) -> FieldCheck:
             point = text.find(".")
             places = len(text) - point - 1 if point >= 0 else 0
         elif _DECIMAL_TEXT.fullmatch(text) is not None:
-            exponent = Decimal(text).as_tuple().exponent
+            parsed = _parse_decimal(text)
+            exponent = parsed.as_tuple().exponent if parsed is not None else None
             places = -exponent if isinstance(exponent, int) else max_places + 1
         else:
-            raise _Invalid(f"field '{name}' must be {requirement}, got {_show(shown)}")
-        number = Decimal(text)
+            raise _FieldError(f"field '{name}' must be {requirement}, got {_show(shown)}")
+        number = _parse_decimal(text)
+        if number is None:
+            raise _FieldError(f"field '{name}' must be {requirement}, got {_show(shown)}")
         if places > max_places or not (bound < number if exclusive else bound <= number) or number > max_abs:
-            raise _Invalid(f"field '{name}' must be {requirement}, got {_show(shown)}")
+            raise _FieldError(f"field '{name}' must be {requirement}, got {_show(shown)}")
         if not number:
             number = number.copy_abs()  # "-0" is zero; never let a negative zero reach an output
         return number
@@ -176,9 +199,9 @@ def _decimal_check(name: str, rule: Mapping[str, Any]) -> FieldCheck:
             return convert(value, value)
         if kind is float or kind is int:
             return convert(repr(value), value)
-        if kind is Decimal:  # from the fallback parser, for numbers orjson cannot hold
+        if kind is JsonNumber:  # from the fallback parser, for numbers orjson cannot hold
             return convert(str(value), value)
-        raise _Invalid(f"field '{name}' must be {requirement}, got {_describe_type(value)} {_show(value)}")
+        raise _FieldError(f"field '{name}' must be {requirement}, got {_describe_type(value)} {_show(value)}")
 
     return check
 
@@ -204,7 +227,7 @@ def _decimal_rule(schema: Mapping[str, Any], spec: Mapping[str, Any]) -> Mapping
     """Find the ``x-decimal`` rule of a property, following $ref and anyOf."""
     resolved = _resolve(schema, spec)
     if "x-decimal" in resolved:
-        return resolved["x-decimal"]  # type: ignore[no-any-return]
+        return resolved["x-decimal"]
     for option in resolved.get("anyOf", ()):
         rule = _decimal_rule(schema, option)
         if rule is not None:
@@ -262,22 +285,27 @@ class FillDecoder:
         try:
             document = orjson.loads(data)
         except orjson.JSONDecodeError:
+            # Valid JSON orjson refuses (numbers beyond a double, lone surrogates) takes the
+            # reference path only: the fast path assumes orjson's types.
             document = _parse_beyond_orjson(data)
             if isinstance(document, Rejection):
                 return document
+            if type(document) is not dict:
+                return Rejection(
+                    INVALID_EVENT, f"message must be a JSON object, got {_describe_type(document)}"
+                )
+            return self.from_document(document)
         if type(document) is not dict:
-            return Rejection(
-                INVALID_EVENT, f"message must be a JSON object, got {_describe_type(document)}"
-            )
+            return Rejection(INVALID_EVENT, f"message must be a JSON object, got {_describe_type(document)}")
         return self._fast(document) or self.from_document(document)
 
     def from_document(self, document: dict[str, Any]) -> LiquidationFill | Rejection:
         """Check every field in schema order; the reference path, which also words the rejections."""
         version = document.get("version")
-        if version is not None and version != SUPPORTED_VERSION:
+        if version is not None and (type(version) is not int or version != SUPPORTED_VERSION):
             try:
                 number = self._version_check(version)
-            except _Invalid as invalid:
+            except _FieldError as invalid:
                 return Rejection(INVALID_EVENT, str(invalid))
             if number != SUPPORTED_VERSION:
                 return Rejection(
@@ -293,11 +321,11 @@ class FillDecoder:
                 if value is None:
                     if field.required:
                         presence = "must not be null" if field.name in document else "is missing"
-                        raise _Invalid(f"required field '{field.name}' {presence}")
+                        raise _FieldError(f"required field '{field.name}' {presence}")
                     append(field.default)
                 else:
                     append(field.check(value))
-        except _Invalid as invalid:
+        except _FieldError as invalid:
             return Rejection(INVALID_EVENT, str(invalid))
         append(SUPPORTED_VERSION)
         fill = LiquidationFill._make(values)
@@ -330,8 +358,14 @@ def _fast_path(
     contract_types = {kind: kind for kind in properties["contract_type"]["enum"] if kind is not None}
     default_contract_type = fields["contract_type"].default
     timestamp_check = fields["timestamp"].check
+    timestamp_maximum = properties["timestamp"].get("maximum", 1 << 63)
     decimal_names = (
-        "contract_size", "bankruptcy_price", "fill_price", "quantity", "unfilled_quantity", "fee"
+        "contract_size",
+        "bankruptcy_price",
+        "fill_price",
+        "quantity",
+        "unfilled_quantity",
+        "fee",
     )
     checks = [fields[name].check for name in decimal_names]
     defaults = [fields[name].default for name in decimal_names]
@@ -340,14 +374,14 @@ def _fast_path(
 
     def decimal_value(index: int, value: Any) -> Decimal | None:
         if value is None:
-            return defaults[index]  # type: ignore[no-any-return]
+            return defaults[index]
         if type(value) is str:
             cached = caches[index].get(value)
             if cached is not None:
                 return cached
         try:
             number: Decimal = checks[index](value)
-        except _Invalid:
+        except _FieldError:
             return None
         if type(value) is str:
             cache = caches[index]
@@ -378,7 +412,7 @@ def _fast_path(
         if currency not in currencies:
             try:
                 currency_check(currency)
-            except _Invalid:
+            except _FieldError:
                 return None
             currencies.add(currency)
         side = get("side")
@@ -392,9 +426,9 @@ def _fast_path(
         if type(timestamp) is not int:
             try:
                 timestamp = timestamp_check(timestamp)
-            except _Invalid:
+            except _FieldError:
                 return None
-        elif timestamp < 0:
+        elif not 0 <= timestamp <= timestamp_maximum:
             return None
         contract_size = decimal_value(0, get("contract_size"))
         bankruptcy_price = decimal_value(1, get("bankruptcy_price"))
@@ -414,11 +448,22 @@ def _fast_path(
             or (not quantity and not unfilled_quantity)
         ):
             return None
-        return new_fill(  # type: ignore[no-any-return]
+        return new_fill(
             LiquidationFill,
             (
-                fill_id, liquidation_id, symbol, currency, side, contract_type, contract_size,
-                bankruptcy_price, fill_price, quantity, unfilled_quantity, fee, timestamp,
+                fill_id,
+                liquidation_id,
+                symbol,
+                currency,
+                side,
+                contract_type,
+                contract_size,
+                bankruptcy_price,
+                fill_price,
+                quantity,
+                unfilled_quantity,
+                fee,
+                timestamp,
                 SUPPORTED_VERSION,
             ),
         )
@@ -437,7 +482,7 @@ def _parse_beyond_orjson(data: bytes) -> Any:
     except UnicodeDecodeError as error:
         return Rejection(INVALID_JSON, f"message is not UTF-8 text: {error.reason} at byte {error.start}")
     try:
-        return json.loads(text, parse_float=Decimal, parse_int=Decimal, parse_constant=_reject_constant)
+        return json.loads(text, parse_float=JsonNumber, parse_constant=_reject_constant)
     except (ValueError, RecursionError) as error:
         reason = str(error) if not isinstance(error, RecursionError) else "nesting is too deep"
         return Rejection(INVALID_JSON, f"message is not JSON text: {reason[:200]}")
@@ -446,18 +491,19 @@ def _parse_beyond_orjson(data: bytes) -> Any:
 # --- encoding ---------------------------------------------------------------------------------------------
 
 
-def _amount(value: Decimal) -> str:
+def amount_text(value: Decimal) -> str:
     """Fixed-point text of a value already rounded to the fund's precision."""
     text = str(value)
     return text if "E" not in text else format(value, "f")
 
 
 def _exact(value: Decimal, policy: FundPolicy) -> str:
-    """Fixed-point text with at least the fund's places, and every place the exact value needs."""
-    exponent = value.as_tuple().exponent
-    if isinstance(exponent, int) and exponent >= -policy.precision:
-        value = value.quantize(policy.quantum)
-    return format(value, "f")
+    """Fixed-point text with the fund's places, or more when the value needs them to stay exact.
+
+    The text depends on the value only: 2.5, "2.50" and "2.5000000000" all render "2.50000000".
+    """
+    rounded = value.quantize(policy.quantum, ROUND_HALF_EVEN, EXACT)
+    return format(rounded if rounded == value else value.normalize(EXACT), "f")
 
 
 def delta_document(delta: FundDelta) -> dict[str, Any]:
@@ -469,13 +515,13 @@ def delta_document(delta: FundDelta) -> dict[str, Any]:
         "liquidation_id": delta.liquidation_id,
         "fill_id": delta.fill_id,
         "type": delta.type,
-        "gross_pnl": _amount(delta.gross_pnl),
-        "fee": _amount(delta.fee),
-        "net": _amount(delta.net),
-        "amount": _amount(delta.amount),
-        "shortfall": _amount(delta.shortfall),
-        "balance_before": _amount(delta.balance_before),
-        "balance_after": _amount(delta.balance_after),
+        "gross_pnl": amount_text(delta.gross_pnl),
+        "fee": amount_text(delta.fee),
+        "net": amount_text(delta.net),
+        "amount": amount_text(delta.amount),
+        "shortfall": amount_text(delta.shortfall),
+        "balance_before": amount_text(delta.balance_before),
+        "balance_after": amount_text(delta.balance_after),
         "sequence": delta.sequence,
         "timestamp": delta.timestamp,
         "version": OUTPUT_VERSION,
@@ -500,8 +546,8 @@ def trigger_document(trigger: AdlTrigger, policy: FundPolicy) -> dict[str, Any]:
         "bankruptcy_price": _exact(trigger.bankruptcy_price, policy),
         "quantity": _exact(trigger.quantity, policy),
         "unfilled_quantity": _exact(trigger.unfilled_quantity, policy),
-        "shortfall": _amount(trigger.shortfall),
-        "fund_balance": _amount(trigger.fund_balance),
+        "shortfall": amount_text(trigger.shortfall),
+        "fund_balance": amount_text(trigger.fund_balance),
         "sequence": trigger.sequence,
         "timestamp": trigger.timestamp,
         "version": OUTPUT_VERSION,
@@ -547,16 +593,16 @@ def encode_dead_letter(letter: DeadLetter) -> bytes:
 def state_document(state: FundState) -> dict[str, Any]:
     return {
         "fund": state.fund,
-        "balance": _amount(state.balance),
-        "total_surplus": _amount(state.total_surplus),
-        "total_paid": _amount(state.total_paid),
-        "total_shortfall": _amount(state.total_shortfall),
+        "balance": amount_text(state.balance),
+        "total_surplus": amount_text(state.total_surplus),
+        "total_paid": amount_text(state.total_paid),
+        "total_shortfall": amount_text(state.total_shortfall),
         "fills": state.fills,
         "duplicates": state.duplicates,
         "adl_triggers": state.adl_triggers,
         "sequence": state.sequence,
         "last_timestamp": state.last_timestamp,
-        "by_symbol": {symbol: _amount(amount) for symbol, amount in sorted(state.by_symbol.items())},
+        "by_symbol": {symbol: amount_text(amount) for symbol, amount in sorted(state.by_symbol.items())},
     }
 
 
@@ -595,10 +641,93 @@ def dumps(document: Any) -> bytes:
     return orjson.dumps(document)
 
 
+def _parse_decimal(text: str) -> Decimal | None:
+    try:
+        return Decimal(text)
+    except (DecimalException, ValueError):
+        return None
+
+
 def decimal_or_none(text: str) -> Decimal | None:
     """Parse a configuration decimal; ``None`` when it is not a finite decimal."""
-    try:
-        number = Decimal(text)
-    except InvalidOperation:
-        return None
-    return number if number.is_finite() else None
+    number = _parse_decimal(text)
+    return number if number is not None and number.is_finite() else None
+
+
+# --- table records (the worker's changelog-backed state) ---------------------------------------------------
+
+
+class FundRecord(NamedTuple):
+    """A fund table value: the state, and the last input offset applied from each source partition."""
+
+    state: FundState
+    applied_offsets: dict[str, int]
+
+
+def encode_fund_record(record: FundRecord) -> bytes:
+    return orjson.dumps({"state": state_document(record.state), "applied_offsets": record.applied_offsets})
+
+
+def decode_fund_record(data: bytes) -> FundRecord:
+    document = orjson.loads(data)
+    return FundRecord(decode_state(document["state"]), dict(document["applied_offsets"]))
+
+
+def _fill_row(fill: LiquidationFill) -> list[Any]:
+    return [
+        fill.fill_id,
+        fill.liquidation_id,
+        fill.symbol,
+        fill.side,
+        fill.contract_type,
+        str(fill.contract_size),
+        str(fill.bankruptcy_price),
+        str(fill.fill_price),
+        str(fill.quantity),
+        str(fill.unfilled_quantity),
+        str(fill.fee),
+        fill.timestamp,
+    ]
+
+
+def encode_fill_segment(fills: Iterable[LiquidationFill]) -> bytes:
+    """The fills one batch applied to one fund, kept so a restarted worker still knows its duplicates."""
+    return orjson.dumps([_fill_row(fill) for fill in fills])
+
+
+def decode_fill_segment(fund: str, data: bytes) -> list[LiquidationFill]:
+    fills = []
+    for row in orjson.loads(data):
+        (
+            fill_id,
+            liquidation_id,
+            symbol,
+            side,
+            contract_type,
+            contract_size,
+            bankruptcy_price,
+            fill_price,
+            quantity,
+            unfilled_quantity,
+            fee,
+            timestamp,
+        ) = row
+        fills.append(
+            LiquidationFill(
+                fill_id,
+                liquidation_id,
+                symbol,
+                fund,
+                side,
+                contract_type,
+                Decimal(contract_size),
+                Decimal(bankruptcy_price),
+                Decimal(fill_price),
+                Decimal(quantity),
+                Decimal(unfilled_quantity),
+                Decimal(fee),
+                timestamp,
+                SUPPORTED_VERSION,
+            )
+        )
+    return fills

@@ -59,9 +59,7 @@ def fund_rules(
     }
     return FundRules(
         default_precision=(
-            _integer("FUND_DEFAULT_PRECISION", default_precision)
-            if default_precision
-            else DEFAULT_PRECISION
+            _integer("FUND_DEFAULT_PRECISION", default_precision) if default_precision else DEFAULT_PRECISION
         ),
         precision=places,
         default_floor=_decimal("FUND_DEFAULT_FLOOR", default_floor) if default_floor else Decimal(0),
@@ -100,17 +98,20 @@ class Settings:
     deltas_topic: str = "insurance-fund-deltas"
     adl_topic: str = "adl-triggers"
     dlq_topic: str = "liquidation-fills-dlq"
-    partitions: int = 0
-    processing_guarantee: str = "exactly_once"
+    partitions: int = 3
+    replication_factor: int = 1
+    standby_replicas: int = 0
+    commit_interval_seconds: float = 1.0
+    processing_guarantee: str = "at_least_once"
     store: str = "memory"
     data_dir: Path = Path("var/data")
     web_host: str = "127.0.0.1"
     web_port: int = 6066
     batch_size: int = 2000
     batch_seconds: float = 0.05
-    rules: FundRules = FundRules()
+    rules: FundRules = field(default_factory=FundRules)
     duplicate_window_ms: int = DEFAULT_DUPLICATE_WINDOW_MS
-    security: KafkaSecurity = KafkaSecurity()
+    security: KafkaSecurity = field(default_factory=KafkaSecurity)
     log_level: str = "info"
 
     def replace(self, **changes: object) -> Settings:
@@ -122,8 +123,10 @@ class Settings:
         env = {name: value for name, value in environ.items() if value != ""}
         defaults = cls()
         guarantee = env.get("PROCESSING_GUARANTEE", defaults.processing_guarantee)
-        if guarantee not in ("exactly_once", "at_least_once"):
-            raise ConfigError(f"PROCESSING_GUARANTEE: expected exactly_once or at_least_once, got {guarantee!r}")
+        if guarantee != "at_least_once":
+            raise ConfigError(
+                f"PROCESSING_GUARANTEE: only at_least_once is supported (see the README), got {guarantee!r}"
+            )
         store = env.get("STORE", defaults.store)
         if store not in ("memory", "rocksdb"):
             raise ConfigError(f"STORE: expected memory or rocksdb, got {store!r}")
@@ -134,14 +137,27 @@ class Settings:
             deltas_topic=env.get("DELTAS_TOPIC", defaults.deltas_topic),
             adl_topic=env.get("ADL_TOPIC", defaults.adl_topic),
             dlq_topic=env.get("DLQ_TOPIC", defaults.dlq_topic),
-            partitions=_integer("TOPIC_PARTITIONS", env.get("TOPIC_PARTITIONS", "0")),
+            partitions=_integer("TOPIC_PARTITIONS", env.get("TOPIC_PARTITIONS", str(defaults.partitions)), 1),
+            replication_factor=_integer(
+                "TOPIC_REPLICATION_FACTOR",
+                env.get("TOPIC_REPLICATION_FACTOR", str(defaults.replication_factor)),
+                1,
+            ),
+            standby_replicas=_integer(
+                "TABLE_STANDBY_REPLICAS", env.get("TABLE_STANDBY_REPLICAS", str(defaults.standby_replicas))
+            ),
+            commit_interval_seconds=float(
+                _decimal("COMMIT_INTERVAL_SECONDS", env.get("COMMIT_INTERVAL_SECONDS", "1.0"))
+            ),
             processing_guarantee=guarantee,
             store=store,
             data_dir=Path(env.get("DATA_DIR", str(defaults.data_dir))),
             web_host=env.get("WEB_HOST", defaults.web_host),
             web_port=_integer("WEB_PORT", env.get("WEB_PORT", str(defaults.web_port))),
             batch_size=_integer("BATCH_SIZE", env.get("BATCH_SIZE", str(defaults.batch_size)), 1),
-            batch_seconds=float(_decimal("BATCH_SECONDS", env.get("BATCH_SECONDS", str(defaults.batch_seconds)))),
+            batch_seconds=float(
+                _decimal("BATCH_SECONDS", env.get("BATCH_SECONDS", str(defaults.batch_seconds)))
+            ),
             rules=fund_rules(
                 default_precision=env.get("FUND_DEFAULT_PRECISION"),
                 precision=env.get("FUND_PRECISION", ""),

@@ -40,7 +40,9 @@ class Pipeline:
     ) -> Emitted:
         fill = self.decoder.decode(value)
         if isinstance(fill, Rejection):
-            return Emitted(None, None, dead_letter=self._dead_letter(fill, value, key, topic, partition, offset))
+            return Emitted(
+                None, None, dead_letter=self._dead_letter(fill, value, key, topic, partition, offset)
+            )
         outcome = self.ledger.fold(fill)
         if outcome.conflict is not None:
             rejection = Rejection(codec.CONFLICTING_DUPLICATE, outcome.conflict)
@@ -54,7 +56,9 @@ class Pipeline:
             fill.symbol,
             delta=codec.encode_delta(outcome.delta),
             trigger=(
-                codec.encode_trigger(trigger, self.ledger.policy(trigger.fund)) if trigger is not None else None
+                codec.encode_trigger(trigger, self.ledger.policy(trigger.fund))
+                if trigger is not None
+                else None
             ),
         )
 

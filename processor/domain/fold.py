@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from decimal import getcontext, localcontext
+from contextlib import AbstractContextManager
+from decimal import Context, getcontext, localcontext
 from typing import NamedTuple
 
 from processor.domain.events import OPPOSITE_SIDE, AdlTrigger, FundDelta, LiquidationFill
@@ -42,7 +43,7 @@ def apply(
         return _apply(state, fill, policy, applied)
 
 
-def exact_arithmetic() -> localcontext:  # type: ignore[valid-type]
+def exact_arithmetic() -> AbstractContextManager[Context]:
     """Enter the fold's decimal context for a run of ``apply`` calls."""
     return localcontext(EXACT)
 
@@ -86,10 +87,25 @@ def _apply(
     timestamp = fill.timestamp
     fund, symbol = state.fund, fill.symbol
 
-    delta: FundDelta = _new(FundDelta, (
-        fund, symbol, fill.liquidation_id, fill.fill_id, delta_type, gross_pnl, fee, net, amount,
-        shortfall, balance_before, balance_after, sequence, timestamp,
-    ))
+    delta: FundDelta = _new(
+        FundDelta,
+        (
+            fund,
+            symbol,
+            fill.liquidation_id,
+            fill.fill_id,
+            delta_type,
+            gross_pnl,
+            fee,
+            net,
+            amount,
+            shortfall,
+            balance_before,
+            balance_after,
+            sequence,
+            timestamp,
+        ),
+    )
 
     trigger: AdlTrigger | None = None
     unfilled = fill.unfilled_quantity
@@ -101,27 +117,45 @@ def _apply(
         else:
             reason = "no_liquidity"
             adl_quantity = unfilled
-        trigger = _new(AdlTrigger, (
-            fund, symbol, fill.liquidation_id, fill.fill_id, reason, side, OPPOSITE_SIDE[side],
-            bankruptcy_price, adl_quantity, unfilled, shortfall, balance_after, sequence, timestamp,
-        ))
+        trigger = _new(
+            AdlTrigger,
+            (
+                fund,
+                symbol,
+                fill.liquidation_id,
+                fill.fill_id,
+                reason,
+                side,
+                OPPOSITE_SIDE[side],
+                bankruptcy_price,
+                adl_quantity,
+                unfilled,
+                shortfall,
+                balance_after,
+                sequence,
+                timestamp,
+            ),
+        )
 
     by_symbol = dict(state.by_symbol)
     by_symbol[symbol] = by_symbol.get(symbol, zero) + amount
-    new_state: FundState = _new(FundState, (
-        fund,
-        balance_after,
-        state.total_surplus + amount if amount > 0 else state.total_surplus,
-        state.total_paid + paid,
-        state.total_shortfall + shortfall,
-        state.fills + 1,
-        state.duplicates,
-        state.adl_triggers + (trigger is not None),
-        sequence,
-        timestamp,
-        by_symbol,
-    ))
-    return _new(Outcome, (new_state, delta, trigger, None))  # type: ignore[no-any-return]
+    new_state: FundState = _new(
+        FundState,
+        (
+            fund,
+            balance_after,
+            state.total_surplus + amount if amount > 0 else state.total_surplus,
+            state.total_paid + paid,
+            state.total_shortfall + shortfall,
+            state.fills + 1,
+            state.duplicates,
+            state.adl_triggers + (trigger is not None),
+            sequence,
+            timestamp,
+            by_symbol,
+        ),
+    )
+    return _new(Outcome, (new_state, delta, trigger, None))
 
 
 def describe_conflict(applied: LiquidationFill, fill: LiquidationFill) -> str:

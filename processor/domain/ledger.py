@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from collections import deque
 from collections.abc import Iterator, Mapping
+
 from processor.domain.events import LiquidationFill
 from processor.domain.fold import Outcome, apply
 from processor.domain.state import FundPolicy, FundRules, FundState

@@ -42,9 +42,11 @@ class FundRules(NamedTuple):
     def policy_for(self, fund: str) -> FundPolicy:
         places = self.precision.get(fund, self.default_precision)
         quantum = Decimal(1).scaleb(-places)
-        floor = self.floor.get(fund, self.default_floor).quantize(quantum, ROUND_HALF_EVEN, EXACT)
-        initial = self.initial_balance.get(fund, Decimal(0)).quantize(quantum, ROUND_HALF_EVEN, EXACT)
-        return FundPolicy(quantum=quantum, floor=floor, initial_balance=initial, zero=quantum * 0)
+        zero = quantum * 0
+        # Adding a positive zero turns a rounded -0 into 0.
+        floor = self.floor.get(fund, self.default_floor).quantize(quantum, ROUND_HALF_EVEN, EXACT) + zero
+        initial = self.initial_balance.get(fund, Decimal(0)).quantize(quantum, ROUND_HALF_EVEN, EXACT) + zero
+        return FundPolicy(quantum=quantum, floor=floor, initial_balance=initial, zero=zero)
 
 
 class FundState(NamedTuple):

@@ -1,0 +1,153 @@
+"""The agent's work on one batch of input events: decode, route, fold, publish, then record state.
+
+Order per source partition: outputs are published and acknowledged first, then the fund records
+(state plus applied input offsets) are written to the changelog, then faust acknowledges the events
+and later commits their offsets. A crash therefore never leaves state ahead of the outputs; input
+that was applied before a crash is recognised by its offset and skipped when it is re-read.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import weakref
+from collections.abc import Awaitable, Callable, Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import Any
+
+from faust.streams import _current_event  # faust 0.15.3: the context table writes are bound to
+from faust.types import TP, EventT
+
+from processor import codec
+from processor.codec import DeadLetter, FillDecoder, Rejection
+from processor.domain.fold import exact_arithmetic
+from processor.pipeline import wall_clock_ms
+from processor.stream.book import FundBook
+from processor.stream.metrics import Metrics
+from processor.stream.partitioning import home_partition
+
+Send = Callable[[str, bytes | None, bytes | None, int | None, list[tuple[str, bytes]] | None], Awaitable[Any]]
+
+SOURCE_HEADER = "insurance-fund-source"
+
+
+@dataclass(frozen=True)
+class TopicNames:
+    input: str
+    repartition: str
+    deltas: str
+    adl: str
+    dlq: str
+
+
+@contextmanager
+def event_context(event: EventT) -> Iterator[None]:
+    """Bind table writes to ``event``'s partition, as faust does while a stream yields it.
+
+    ``take_events`` hands the agent a list, outside faust's per-event context; without this, table
+    writes fail ("Cannot modify table key from outside of stream iteration").
+    """
+    token = _current_event.set(weakref.ref(event))
+    try:
+        yield
+    finally:
+        _current_event.reset(token)
+
+
+class FillProcessor:
+    """Everything the agent does with a batch; the faust app module only wires it up."""
+
+    def __init__(
+        self,
+        *,
+        decoder: FillDecoder,
+        book: FundBook,
+        send: Send,
+        topics: TopicNames,
+        partitions: int,
+        metrics: Metrics,
+        clock_ms: Callable[[], int] = wall_clock_ms,
+    ) -> None:
+        self.decoder = decoder
+        self.book = book
+        self.send = send
+        self.topics = topics
+        self.partitions = partitions
+        self.metrics = metrics
+        self.clock_ms = clock_ms
+        self.positions: dict[str, int] = {}
+
+    async def process(self, events: Sequence[EventT]) -> None:
+        groups: dict[TP, list[EventT]] = {}
+        for event in events:
+            groups.setdefault(event.message.tp, []).append(event)
+        for group in groups.values():
+            await self._process_partition(group)
+        self.metrics.batches += 1
+
+    async def _process_partition(self, events: list[EventT]) -> None:
+        last = events[-1]
+        with event_context(last):
+            with exact_arithmetic():
+                sends = [await sent for sent in self._fold(events)]
+            await asyncio.gather(*sends)
+            self.book.flush()
+        message = last.message
+        self.positions[f"{message.topic}:{message.partition}"] = message.offset + 1
+
+    def _fold(self, events: list[EventT]) -> Iterator[Awaitable[Any]]:
+        """Yield the sends of each event's outputs, in input order."""
+        topics, metrics = self.topics, self.metrics
+        for event in events:
+            message = event.message
+            metrics.events += 1
+            value, key = message.value, message.key
+            fill = self.decoder.decode(value)
+            if isinstance(fill, Rejection):
+                yield self._dead_letter(fill, message, value, key)
+                continue
+            fund = fill.margin_currency
+            home = home_partition(fund, self.partitions)
+            if message.topic == topics.input and message.partition != home:
+                metrics.forwarded += 1
+                origin = f"{message.topic}:{message.partition}:{message.offset}".encode()
+                yield self.send(topics.repartition, fund.encode(), value, home, [(SOURCE_HEADER, origin)])
+                continue
+            outcome = self.book.fold(fill, f"{message.topic}:{message.partition}", message.offset)
+            if outcome is None:
+                metrics.skipped_replayed += 1
+                continue
+            if outcome.conflict is not None:
+                rejection = Rejection(codec.CONFLICTING_DUPLICATE, outcome.conflict)
+                yield self._dead_letter(rejection, message, value, key)
+            elif outcome.delta is None:
+                metrics.duplicates += 1
+            else:
+                metrics.deltas += 1
+                yield self.send(topics.deltas, fund.encode(), codec.encode_delta(outcome.delta), None, None)
+                trigger = outcome.trigger
+                if trigger is not None:
+                    metrics.adl_triggers += 1
+                    encoded = codec.encode_trigger(trigger, self.book.ledger.policy(fund))
+                    yield self.send(topics.adl, trigger.symbol.encode(), encoded, None, None)
+
+    def _dead_letter(
+        self, rejection: Rejection, message: Any, value: bytes | None, key: bytes | None
+    ) -> Awaitable[Any]:
+        self.metrics.rejected[rejection.error] += 1
+        topic, partition, offset = message.topic, message.partition, message.offset
+        for header, origin in message.headers or ():
+            if header == SOURCE_HEADER:  # a forwarded fill: name where the producer put it
+                source_topic, source_partition, source_offset = origin.decode().rsplit(":", 2)
+                topic, partition, offset = source_topic, int(source_partition), int(source_offset)
+        letter = DeadLetter(
+            error=rejection.error,
+            detail=rejection.detail,
+            source_topic=topic,
+            source_partition=partition,
+            source_offset=offset,
+            value=value,
+            key=key,
+            timestamp=self.clock_ms(),
+        )
+        return self.send(self.topics.dlq, key, codec.encode_dead_letter(letter), None, None)

@@ -1,0 +1,101 @@
+"""The faust app: topics, tables, the agent and the HTTP views, built from ``Settings``. Nothing else."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, cast
+
+import faust
+from faust.types import StreamT, TableT
+
+from processor.codec import FillDecoder
+from processor.config import Settings
+from processor.domain.ledger import Ledger
+from processor.stream.agents import FillProcessor, TopicNames
+from processor.stream.book import FundBook
+from processor.stream.kafka import faust_credentials, repartition_topic
+from processor.stream.metrics import Metrics
+from processor.stream.web import register_views
+
+
+@dataclass
+class Worker:
+    """The app and the pieces tests and views look at."""
+
+    app: faust.App
+    processor: FillProcessor
+    funds: TableT
+    metrics: Metrics
+
+
+def create_app(settings: Settings, partitions: int) -> Worker:
+    """Build the faust app; ``partitions`` is the input topic's partition count."""
+    app = faust.App(
+        settings.app_id,
+        broker=[f"kafka://{server.strip()}" for server in settings.bootstrap_servers.split(",")],
+        broker_credentials=faust_credentials(settings.security),
+        store="rocksdb://" if settings.store == "rocksdb" else "memory://",
+        datadir=str(settings.data_dir),
+        processing_guarantee="at_least_once",
+        autodiscover=False,
+        topic_partitions=partitions,
+        topic_replication_factor=settings.replication_factor,
+        table_standby_replicas=settings.standby_replicas,
+        consumer_auto_offset_reset="earliest",
+        stream_buffer_maxsize=max(4 * settings.batch_size, 4096),
+        broker_commit_interval=settings.commit_interval_seconds,
+        producer_linger_ms=5,
+        producer_max_batch_size=1 << 20,
+        web_enabled=True,
+        web_port=settings.web_port,
+        web_bind=settings.web_host,
+        web_host=settings.web_host,
+        web_stats_enabled=False,
+        web_graph_enabled=False,
+        web_router_enabled=False,
+        web_tables_enabled=False,
+        web_metrics_enabled=False,
+    )
+    names = TopicNames(
+        input=settings.input_topic,
+        repartition=repartition_topic(settings),
+        deltas=settings.deltas_topic,
+        adl=settings.adl_topic,
+        dlq=settings.dlq_topic,
+    )
+    raw = {"key_type": bytes, "value_type": bytes, "key_serializer": "raw", "value_serializer": "raw"}
+    source = app.topic(names.input, names.repartition, **raw)  # type: ignore[arg-type]
+    funds = app.Table("funds", partitions=partitions, key_type=bytes, value_type=bytes)
+    seen = app.Table("seen-fills", partitions=partitions, key_type=bytes, value_type=bytes)
+
+    metrics = Metrics()
+    book = FundBook(funds, seen, Ledger(settings.rules, settings.duplicate_window_ms))
+
+    async def send(
+        topic: str, key: bytes | None, value: bytes | None, partition: int | None, headers: list | None
+    ) -> object:
+        return await app.producer.send(topic, key, value, partition, None, headers)
+
+    processor = FillProcessor(
+        decoder=FillDecoder.from_schema_dir(),
+        book=book,
+        send=send,
+        topics=names,
+        partitions=partitions,
+        metrics=metrics,
+    )
+
+    @app.agent(source, concurrency=1, name="fold-fills")  # concurrency 1: faust #606
+    async def fold_fills(stream: StreamT) -> None:
+        batches = cast(faust.Stream, stream).take_events(settings.batch_size, settings.batch_seconds)
+        async for events in batches:
+            await processor.process(events)
+
+    async def forget_cached_funds(sender: Any, *args: Any, **kwargs: Any) -> None:
+        book.forget()
+
+    app.on_partitions_revoked.connect(cast(Any, forget_cached_funds))
+
+    worker = Worker(app, processor, funds, metrics)
+    register_views(worker)
+    return worker

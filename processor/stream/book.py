@@ -1,0 +1,113 @@
+"""The worker's funds: a ``Ledger`` loaded from, and flushed to, two changelog-backed tables.
+
+``funds`` holds one record per fund (state plus the last input offset applied from each source
+partition); ``seen`` holds the fills each batch applied, in segments, so that a restarted worker still
+recognises duplicates for the whole window. Records are written once per batch, not once per fill.
+"""
+
+from __future__ import annotations
+
+from collections.abc import MutableMapping
+from dataclasses import dataclass, field
+
+from processor import codec
+from processor.codec import FundRecord
+from processor.domain.events import LiquidationFill
+from processor.domain.fold import Outcome
+from processor.domain.ledger import DuplicateWindow, Ledger
+
+SEGMENT_SEPARATOR = b"/"
+
+
+@dataclass
+class _OpenFund:
+    applied_offsets: dict[str, int]
+    segments: dict[bytes, int]  # segment key -> newest timestamp in it
+    pending: list[LiquidationFill] = field(default_factory=list)
+    dirty: bool = False
+
+
+class FundBook:
+    """Fold fills for the funds this worker owns, skipping input it has already applied."""
+
+    def __init__(
+        self,
+        funds_table: MutableMapping[bytes, bytes],
+        seen_table: MutableMapping[bytes, bytes],
+        ledger: Ledger,
+    ) -> None:
+        self.funds_table = funds_table
+        self.seen_table = seen_table
+        self.ledger = ledger
+        self._open: dict[str, _OpenFund] = {}
+
+    def forget(self) -> None:
+        """Drop everything cached: after a rebalance the tables are the truth."""
+        self._open.clear()
+        self.ledger.funds.clear()
+        self.ledger.windows.clear()
+
+    def fold(self, fill: LiquidationFill, source: str, offset: int) -> Outcome | None:
+        """Fold one fill read at ``source``/``offset``; ``None`` when that offset was already applied."""
+        name = fill.margin_currency
+        fund = self._open.get(name)
+        if fund is None:
+            fund = self._load(name)
+        if offset <= fund.applied_offsets.get(source, -1):
+            return None
+        outcome = self.ledger.fold(fill)
+        fund.applied_offsets[source] = offset
+        fund.dirty = True
+        if outcome.delta is not None:
+            fund.pending.append(fill)
+        return outcome
+
+    def flush(self) -> int:
+        """Write every fund changed since the last flush; return how many records were written."""
+        writes = 0
+        for name, fund in self._open.items():
+            if not fund.dirty:
+                continue
+            state = self.ledger.funds[name]
+            self.funds_table[name.encode()] = codec.encode_fund_record(
+                FundRecord(state, dict(fund.applied_offsets))
+            )
+            writes += 1
+            if fund.pending:
+                first_sequence = state.sequence - len(fund.pending) + 1
+                key = name.encode() + SEGMENT_SEPARATOR + b"%012d" % first_sequence
+                self.seen_table[key] = codec.encode_fill_segment(fund.pending)
+                fund.segments[key] = max(fill.timestamp for fill in fund.pending)
+                fund.pending.clear()
+                writes += 1
+            writes += self._expire(name, fund)
+            fund.dirty = False
+        return writes
+
+    def _expire(self, name: str, fund: _OpenFund) -> int:
+        window = self.ledger.windows[name]
+        horizon = window.newest_timestamp - window.window_ms
+        expired = [key for key, newest in fund.segments.items() if newest < horizon]
+        for key in expired:
+            del self.seen_table[key]
+            del fund.segments[key]
+        return len(expired)
+
+    def _load(self, name: str) -> _OpenFund:
+        raw = self.funds_table.get(name.encode())
+        window = DuplicateWindow(self.ledger.duplicate_window_ms)
+        segments: dict[bytes, int] = {}
+        offsets: dict[str, int] = {}
+        if raw is not None:
+            record = codec.decode_fund_record(raw)
+            self.ledger.funds[name] = record.state
+            offsets = record.applied_offsets
+            prefix = name.encode() + SEGMENT_SEPARATOR
+            for key in sorted(key for key in self.seen_table if key.startswith(prefix)):
+                fills = codec.decode_fill_segment(name, self.seen_table[key])
+                for fill in fills:
+                    window.remember(fill)
+                segments[key] = max(fill.timestamp for fill in fills)
+        self.ledger.windows[name] = window
+        fund = self._open[name] = _OpenFund(offsets, segments)
+        return fund

@@ -1,0 +1,290 @@
+"""Whatever bytes arrive, the decoder answers with a fill or a rejection, never an exception; and whatever
+it accepts is a valid event by the input schema and its ``x-decimal`` rules."""
+
+from __future__ import annotations
+
+import json
+import re
+from decimal import Decimal
+from typing import Any
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from jsonschema import Draft202012Validator
+
+from processor import codec
+from processor.codec import FillDecoder, Rejection
+from processor.domain.events import LiquidationFill
+from tests.conftest import load_schemas, scaled
+from tests.strategies import (
+    DECIMAL_FIELDS,
+    OPTIONAL_DEFAULTS,
+    SEED_DOCUMENT,
+    FillEvent,
+    fill_events,
+    seed_bytes,
+)
+
+INPUT_SCHEMA = load_schemas()["liquidation_fill.v1"]
+INPUT_VALIDATOR = Draft202012Validator(INPUT_SCHEMA)
+DECIMAL_TEXT = re.compile(INPUT_SCHEMA["$defs"]["decimal_text"]["pattern"].removesuffix("$") + r"\Z")
+DECODER = FillDecoder.from_schema_dir()  # shared on purpose: its caches warm up across examples
+STRING_FIELDS = ("fill_id", "liquidation_id", "symbol", "margin_currency", "side", "contract_type")
+
+json_values = st.recursive(
+    st.none()
+    | st.booleans()
+    | st.integers()
+    | st.floats(allow_nan=False, allow_infinity=False)
+    | st.text(max_size=8),
+    lambda children: (
+        st.lists(children, max_size=3) | st.dictionaries(st.text(max_size=5), children, max_size=3)
+    ),
+    max_leaves=6,
+)
+NUMBER_LITERALS = [
+    "1e308",
+    "-1e308",
+    "1.7976931348623157e308",
+    "5e-324",
+    "-0.0",
+    "-0",
+    "0",
+    "1e-400",
+    "1e400",
+    "-1e400",
+    "123456789012345678901234567890",
+    "-123456789012345678901234567890",
+    "9223372036854775807",
+    "18446744073709551616",
+    "1E15",
+    "1e-18",
+    "0.000000000000000001",
+    "1.0",
+    "1",
+    "2",
+    "1e0",
+]
+FIELD_NAMES = [*SEED_DOCUMENT, "extra"]
+
+
+def x_decimal_rule(name: str) -> dict[str, Any]:
+    spec = INPUT_SCHEMA["properties"][name]
+    reference = spec["$ref"].removeprefix("#/$defs/")
+    definition = INPUT_SCHEMA["$defs"][reference]
+    if "x-decimal" not in definition:  # optional_*: anyOf [the decimal, null]
+        reference = definition["anyOf"][0]["$ref"].removeprefix("#/$defs/")
+        definition = INPUT_SCHEMA["$defs"][reference]
+    rule: dict[str, Any] = definition["x-decimal"]
+    return rule
+
+
+X_DECIMAL = {name: x_decimal_rule(name) for name in DECIMAL_FIELDS}
+
+
+def assert_valid_event(raw: bytes, fill: LiquidationFill) -> None:
+    """``raw`` was accepted as ``fill``: it must be a valid event, and ``fill`` must hold its values."""
+    document = json.loads(raw)
+    assert isinstance(document, dict)
+    errors = [error.message for error in INPUT_VALIDATOR.iter_errors(document)]
+    assert not errors, (raw[:300], errors)
+    for name in STRING_FIELDS:
+        expected = document.get(name)
+        assert getattr(fill, name) == (OPTIONAL_DEFAULTS[name] if expected is None else expected)
+    assert fill.timestamp == int(document["timestamp"])
+    assert fill.version == 1
+    for name in DECIMAL_FIELDS:
+        value = document.get(name)
+        if value is None:
+            assert getattr(fill, name) == OPTIONAL_DEFAULTS[name]
+            continue
+        assert type(value) in (str, int, float), (name, value)
+        text = value if isinstance(value, str) else repr(value)
+        assert DECIMAL_TEXT.match(text), (name, text)
+        number = Decimal(text)
+        rule = X_DECIMAL[name]
+        assert number.is_finite()
+        assert abs(number) <= Decimal(rule["maxAbs"])
+        exponent = number.as_tuple().exponent
+        assert isinstance(exponent, int)
+        assert -exponent <= rule["maxPlaces"], (name, text)
+        if "exclusiveMinimum" in rule:
+            assert number > Decimal(rule["exclusiveMinimum"])
+        else:
+            assert number >= Decimal(rule["minimum"])
+        assert getattr(fill, name) == number
+        assert not getattr(fill, name).is_signed() or getattr(fill, name) < 0
+    assert fill.quantity > 0 or fill.unfilled_quantity > 0
+
+
+def decode_safely(raw: bytes | None) -> LiquidationFill | Rejection:
+    result = DECODER.decode(raw)  # an exception here fails the test
+    assert isinstance(result, (LiquidationFill, Rejection)), result
+    fresh = FillDecoder.from_schema_dir().decode(raw)
+    assert fresh == result, "the verdict depends on what the decoder saw before"
+    if isinstance(result, Rejection):
+        assert result.error in ("invalid_json", "invalid_event", "unsupported_version")
+        assert result.detail
+    else:
+        assert raw is not None
+        assert_valid_event(raw, result)
+    assert_paths_agree(raw, result)
+    return result
+
+
+def assert_paths_agree(raw: bytes | None, result: LiquidationFill | Rejection) -> None:
+    """The decoder's hot path must reach the same verdict as its reference path, ``from_document``
+    (the codec promises it). Skipped if an optimisation removes ``from_document``."""
+    reference_path = getattr(DECODER, "from_document", None)
+    if reference_path is None or raw is None:
+        return
+    try:
+        document = codec.loads(raw)
+    except ValueError:
+        return  # not what orjson reads: the fallback parser decides, on the reference path already
+    if type(document) is not dict:
+        return
+    reference = reference_path(document)
+    if isinstance(result, LiquidationFill):
+        assert reference == result
+    else:
+        assert isinstance(reference, Rejection)
+        assert reference.error == result.error
+
+
+def with_literal(document: dict[str, Any], name: str, literal: str) -> bytes:
+    document = dict(document)
+    document[name] = "@@literal@@"
+    return json.dumps(document).encode().replace(b'"@@literal@@"', literal.encode())
+
+
+# --- byte-level fuzzing ---------------------------------------------------------------------------
+
+
+@settings(max_examples=scaled(300))
+@given(st.binary(max_size=300))
+def test_random_bytes(raw: bytes) -> None:
+    decode_safely(raw)
+
+
+@settings(max_examples=scaled(150))
+@given(st.text(alphabet='{}[]":,. 0123456789-+eEtrufalsn\\abcdu_', max_size=120))
+def test_json_looking_text(text: str) -> None:
+    decode_safely(text.encode())
+
+
+@settings(max_examples=scaled(100))
+@given(fill_events(extremes=True), st.data())
+def test_truncations_of_valid_events(event: FillEvent, data: st.DataObject) -> None:
+    raw = event.encode()
+    cut = data.draw(st.integers(0, len(raw) - 1))
+    assert isinstance(decode_safely(raw[:cut]), Rejection)
+
+
+@settings(max_examples=scaled(200))
+@given(fill_events(extremes=True), st.data())
+def test_byte_mutations_of_valid_events(event: FillEvent, data: st.DataObject) -> None:
+    raw = bytearray(event.encode())
+    for _ in range(data.draw(st.integers(1, 4))):
+        position = data.draw(st.integers(0, len(raw) - 1))
+        action = data.draw(st.sampled_from(["flip", "replace", "delete", "insert", "duplicate"]))
+        if action == "flip":
+            raw[position] ^= 1 << data.draw(st.integers(0, 7))
+        elif action == "replace":
+            raw[position] = data.draw(st.integers(0, 255))
+        elif action == "delete":
+            del raw[position : position + data.draw(st.integers(1, 8))]
+        elif action == "insert":
+            raw[position:position] = data.draw(st.binary(min_size=1, max_size=6))
+        else:
+            raw[position:position] = raw[position : position + data.draw(st.integers(1, 12))]
+        if not raw:
+            break
+    decode_safely(bytes(raw))
+
+
+# --- document-level mutations ---------------------------------------------------------------------
+
+
+@settings(max_examples=scaled(300))
+@given(fill_events(), st.data())
+def test_document_mutations_of_valid_events(event: FillEvent, data: st.DataObject) -> None:
+    document = event.document()
+    for _ in range(data.draw(st.integers(1, 3))):
+        action = data.draw(st.sampled_from(["delete", "retype", "add", "literal"]))
+        name = data.draw(st.sampled_from(FIELD_NAMES))
+        if action == "delete":
+            document.pop(name, None)
+        elif action in ("retype", "add"):
+            document[name if action == "retype" else data.draw(st.text(max_size=6))] = data.draw(json_values)
+        else:
+            raw = with_literal(document, name, data.draw(st.sampled_from(NUMBER_LITERALS)))
+            decode_safely(raw)
+            return
+    decode_safely(json.dumps(document).encode())
+
+
+@settings(max_examples=scaled(150))
+@given(fill_events(), st.data())
+def test_duplicated_keys(event: FillEvent, data: st.DataObject) -> None:
+    """A key sent twice: JSON parsers keep the last one, and so must the verdict."""
+    document = event.document()
+    name = data.draw(st.sampled_from(list(document)))
+    other = json.dumps({name: data.draw(json_values)})[1:-1]
+    text = json.dumps(document)
+    raw = ("{" + other + ", " + text[1:]) if data.draw(st.booleans()) else (text[:-1] + ", " + other + "}")
+    decode_safely(raw.encode())
+
+
+@pytest.mark.parametrize("name", FIELD_NAMES)
+@pytest.mark.parametrize("literal", NUMBER_LITERALS)
+def test_number_literals_in_every_field(name: str, literal: str) -> None:
+    decode_safely(with_literal(dict(SEED_DOCUMENT), name, literal))
+
+
+@pytest.mark.parametrize(
+    "raw",
+    [
+        b"[" * 10_000 + b"]" * 10_000,
+        b'{"a":' * 10_000 + b"1" + b"}" * 10_000,
+        b"[" * 10_000,
+        seed_bytes()[:-1] + b', "extra": ' + b"[" * 10_000 + b"]" * 10_000 + b"}",
+        b'{"fill_id": ' + b"[" * 10_000 + b"]" * 10_000 + b"}",
+    ],
+    ids=["arrays", "objects", "unclosed", "as-extra-field", "as-fill-id"],
+)
+def test_deep_nesting(raw: bytes) -> None:
+    assert isinstance(decode_safely(raw), Rejection) or b"extra" in raw
+
+
+MEGABYTE = 1_000_000
+
+
+@pytest.mark.parametrize(
+    ("changes", "rejected_field"),
+    [
+        ({"fill_id": "x" * MEGABYTE}, "fill_id"),
+        ({"symbol": "é" * MEGABYTE}, "symbol"),
+        ({"margin_currency": "U" * MEGABYTE}, "margin_currency"),
+        ({"quantity": "1" * MEGABYTE}, "quantity"),
+        ({"fee": "0." + "0" * MEGABYTE + "1"}, "fee"),
+        ({"side": "l" * MEGABYTE}, "side"),
+        ({"extra": "x" * MEGABYTE}, None),
+    ],
+    ids=["fill_id", "symbol", "margin_currency", "quantity-digits", "fee-places", "side", "extra"],
+)
+def test_megabyte_strings(changes: dict[str, str], rejected_field: str | None) -> None:
+    result = decode_safely(seed_bytes(**changes))
+    if rejected_field is None:
+        assert isinstance(result, LiquidationFill)
+    else:
+        assert isinstance(result, Rejection)
+        assert result.error == "invalid_event"
+        assert rejected_field in result.detail
+        assert len(result.detail) < 1000  # the detail quotes a bounded excerpt, not the megabyte
+
+
+def test_a_megabyte_of_garbage() -> None:
+    decode_safely(bytes(range(256)) * 4096)
+    decode_safely(b"{" + b'"a": 1, ' * 200_000 + b'"b": 2}')
