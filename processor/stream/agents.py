@@ -9,11 +9,13 @@ that was applied before a crash is recognised by its offset and skipped when it 
 from __future__ import annotations
 
 import asyncio
+import logging
+import os
 import weakref
 from collections.abc import Awaitable, Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, NoReturn
 
 from faust.streams import _current_event  # faust 0.15.3: the context table writes are bound to
 from faust.types import TP, EventT
@@ -25,10 +27,20 @@ from processor.pipeline import wall_clock_ms
 from processor.stream.book import FundBook
 from processor.stream.metrics import Metrics
 from processor.stream.partitioning import home_partition
+from processor.stream.tables import AwaitedTable
 
 Send = Callable[[str, bytes | None, bytes | None, int | None, list[tuple[str, bytes]] | None], Awaitable[Any]]
 
 SOURCE_HEADER = "insurance-fund-source"
+EXIT_BATCH_FAILED = 70
+
+log = logging.getLogger(__name__)
+
+
+def _die(reason: str) -> NoReturn:
+    log.critical("exiting without committing the current batch: %s", reason)
+    logging.shutdown()
+    os._exit(EXIT_BATCH_FAILED)
 
 
 @dataclass(frozen=True)
@@ -62,6 +74,7 @@ class FillProcessor:
         *,
         decoder: FillDecoder,
         book: FundBook,
+        tables: Sequence[AwaitedTable],
         send: Send,
         topics: TopicNames,
         partitions: int,
@@ -70,12 +83,34 @@ class FillProcessor:
     ) -> None:
         self.decoder = decoder
         self.book = book
+        self.tables = tables
         self.send = send
         self.topics = topics
         self.partitions = partitions
         self.metrics = metrics
         self.clock_ms = clock_ms
         self.positions: dict[str, int] = {}
+
+    async def process_or_die(self, events: Sequence[EventT]) -> None:
+        """Process a batch completely, or end the process before faust can acknowledge any of it.
+
+        faust acknowledges a batch taken with ``take_events`` when the agent asks for the next one,
+        even if processing raised; a half-processed batch must never be committed, so a failure
+        exits the process and the batch is read again by the next owner of its partitions. A stop
+        request (cancellation) lets the batch in flight finish first.
+        """
+        work = asyncio.ensure_future(self.process(events))
+        try:
+            await asyncio.shield(work)
+        except asyncio.CancelledError:
+            try:
+                await asyncio.wait_for(asyncio.shield(work), timeout=30)
+            except BaseException:
+                _die("stopped in the middle of a batch")
+            raise
+        except BaseException:
+            log.exception("processing a batch failed")
+            _die("a batch failed")
 
     async def process(self, events: Sequence[EventT]) -> None:
         groups: dict[TP, list[EventT]] = {}
@@ -92,6 +127,8 @@ class FillProcessor:
                 sends = [await sent for sent in self._fold(events)]
             await asyncio.gather(*sends)
             self.book.flush()
+            changelog = [future for table in self.tables for future in table.drain()]
+        await asyncio.gather(*changelog)
         message = last.message
         self.positions[f"{message.topic}:{message.partition}"] = message.offset + 1
 

@@ -15,6 +15,7 @@ from processor.stream.agents import FillProcessor, TopicNames
 from processor.stream.book import FundBook
 from processor.stream.kafka import faust_credentials, repartition_topic
 from processor.stream.metrics import Metrics
+from processor.stream.tables import AwaitedTable
 from processor.stream.web import register_views
 
 
@@ -36,7 +37,9 @@ def create_app(settings: Settings, partitions: int) -> Worker:
         broker_credentials=faust_credentials(settings.security),
         store="rocksdb://" if settings.store == "rocksdb" else "memory://",
         datadir=str(settings.data_dir),
+        env={},  # settings come from Settings only, never from faust's own reading of the environment
         processing_guarantee="at_least_once",
+        broker_session_timeout=10.0,  # a killed worker's partitions move after 10 s, not 60
         autodiscover=False,
         topic_partitions=partitions,
         topic_replication_factor=settings.replication_factor,
@@ -69,7 +72,8 @@ def create_app(settings: Settings, partitions: int) -> Worker:
     seen = app.Table("seen-fills", partitions=partitions, key_type=bytes, value_type=bytes)
 
     metrics = Metrics()
-    book = FundBook(funds, seen, Ledger(settings.rules, settings.duplicate_window_ms))
+    tables = (AwaitedTable(funds), AwaitedTable(seen))
+    book = FundBook(tables[0], tables[1], Ledger(settings.rules, settings.duplicate_window_ms))
 
     async def send(
         topic: str, key: bytes | None, value: bytes | None, partition: int | None, headers: list | None
@@ -79,6 +83,7 @@ def create_app(settings: Settings, partitions: int) -> Worker:
     processor = FillProcessor(
         decoder=FillDecoder.from_schema_dir(),
         book=book,
+        tables=tables,
         send=send,
         topics=names,
         partitions=partitions,
@@ -89,7 +94,7 @@ def create_app(settings: Settings, partitions: int) -> Worker:
     async def fold_fills(stream: StreamT) -> None:
         batches = cast(faust.Stream, stream).take_events(settings.batch_size, settings.batch_seconds)
         async for events in batches:
-            await processor.process(events)
+            await processor.process_or_die(events)
 
     async def forget_cached_funds(sender: Any, *args: Any, **kwargs: Any) -> None:
         book.forget()

@@ -63,16 +63,18 @@ class FundBook:
         return outcome
 
     def flush(self) -> int:
-        """Write every fund changed since the last flush; return how many records were written."""
+        """Write every fund changed since the last flush; return how many records were written.
+
+        Expired segments are deleted before anything is written, so the last record of a changelog
+        partition is never a tombstone: faust 0.15.3 recovery stalls on a partition whose last
+        offsets were compacted away (faust #176, #597).
+        """
         writes = 0
         for name, fund in self._open.items():
             if not fund.dirty:
                 continue
+            expired = self._expire(name, fund)
             state = self.ledger.funds[name]
-            self.funds_table[name.encode()] = codec.encode_fund_record(
-                FundRecord(state, dict(fund.applied_offsets))
-            )
-            writes += 1
             if fund.pending:
                 first_sequence = state.sequence - len(fund.pending) + 1
                 key = name.encode() + SEGMENT_SEPARATOR + b"%012d" % first_sequence
@@ -80,8 +82,11 @@ class FundBook:
                 fund.segments[key] = max(fill.timestamp for fill in fund.pending)
                 fund.pending.clear()
                 writes += 1
-            writes += self._expire(name, fund)
+            self.funds_table[name.encode()] = codec.encode_fund_record(
+                FundRecord(state, dict(fund.applied_offsets))
+            )
             fund.dirty = False
+            writes += 1 + expired
         return writes
 
     def _expire(self, name: str, fund: _OpenFund) -> int:
@@ -91,6 +96,9 @@ class FundBook:
         for key in expired:
             del self.seen_table[key]
             del fund.segments[key]
+        if expired and not fund.pending:
+            # keep a live record last in this partition of the seen table (see ``flush``)
+            self.seen_table[name.encode() + SEGMENT_SEPARATOR + b"~"] = b"[]"
         return len(expired)
 
     def _load(self, name: str) -> _OpenFund:
@@ -103,7 +111,8 @@ class FundBook:
             self.ledger.funds[name] = record.state
             offsets = record.applied_offsets
             prefix = name.encode() + SEGMENT_SEPARATOR
-            for key in sorted(key for key in self.seen_table if key.startswith(prefix)):
+            anchor = prefix + b"~"
+            for key in sorted(key for key in self.seen_table if key.startswith(prefix) and key != anchor):
                 fills = codec.decode_fill_segment(name, self.seen_table[key])
                 for fill in fills:
                     window.remember(fill)
