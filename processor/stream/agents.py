@@ -12,13 +12,13 @@ import asyncio
 import logging
 import os
 import weakref
-from collections.abc import Awaitable, Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any, NoReturn
 
 from faust.streams import _current_event  # faust 0.15.3: the context table writes are bound to
-from faust.types import TP, EventT
+from faust.types import EventT
 
 from processor import codec
 from processor.codec import DeadLetter, FillDecoder, Rejection
@@ -26,12 +26,12 @@ from processor.domain.fold import exact_arithmetic
 from processor.pipeline import wall_clock_ms
 from processor.stream.book import FundBook
 from processor.stream.metrics import Metrics
+from processor.stream.outbox import Outbox
 from processor.stream.partitioning import home_partition
 from processor.stream.tables import AwaitedTable
 
-Send = Callable[[str, bytes | None, bytes | None, int | None, list[tuple[str, bytes]] | None], Awaitable[Any]]
-
 SOURCE_HEADER = "insurance-fund-source"
+SOURCE_KEY_HEADER = "insurance-fund-source-key"
 EXIT_BATCH_FAILED = 70
 
 log = logging.getLogger(__name__)
@@ -75,7 +75,7 @@ class FillProcessor:
         decoder: FillDecoder,
         book: FundBook,
         tables: Sequence[AwaitedTable],
-        send: Send,
+        outbox: Outbox,
         topics: TopicNames,
         partitions: int,
         metrics: Metrics,
@@ -84,7 +84,7 @@ class FillProcessor:
         self.decoder = decoder
         self.book = book
         self.tables = tables
-        self.send = send
+        self.outbox = outbox
         self.topics = topics
         self.partitions = partitions
         self.metrics = metrics
@@ -113,70 +113,68 @@ class FillProcessor:
             _die("a batch failed")
 
     async def process(self, events: Sequence[EventT]) -> None:
-        groups: dict[TP, list[EventT]] = {}
-        for event in events:
-            groups.setdefault(event.message.tp, []).append(event)
-        for group in groups.values():
-            await self._process_partition(group)
-        self.metrics.batches += 1
-
-    async def _process_partition(self, events: list[EventT]) -> None:
-        last = events[-1]
-        with event_context(last):
-            with exact_arithmetic():
-                sends = [await sent for sent in self._fold(events)]
-            await asyncio.gather(*sends)
-            self.book.flush()
-            changelog = [future for table in self.tables for future in table.drain()]
-        await asyncio.gather(*changelog)
-        message = last.message
-        self.positions[f"{message.topic}:{message.partition}"] = message.offset + 1
-
-    def _fold(self, events: list[EventT]) -> Iterator[Awaitable[Any]]:
-        """Yield the sends of each event's outputs, in input order."""
-        topics, metrics = self.topics, self.metrics
+        last_by_partition: dict[int, EventT] = {}
+        with exact_arithmetic():
+            for event in events:
+                self._fold(event)
+                last_by_partition[event.message.partition] = event
+        await self.outbox.flush()  # outputs acknowledged before the state that follows them is written
+        for partition, last in last_by_partition.items():
+            with event_context(last):  # the changelog partition is the partition number the fund lives on
+                self.book.flush(lambda fund, p=partition: home_partition(fund, self.partitions) == p)  # type: ignore[misc]
+        await asyncio.gather(*(future for table in self.tables for future in table.drain()))
         for event in events:
             message = event.message
-            metrics.events += 1
-            value, key = message.value, message.key
-            fill = self.decoder.decode(value)
-            if isinstance(fill, Rejection):
-                yield self._dead_letter(fill, message, value, key)
-                continue
-            fund = fill.margin_currency
-            home = home_partition(fund, self.partitions)
-            if message.topic == topics.input and message.partition != home:
-                metrics.forwarded += 1
-                origin = f"{message.topic}:{message.partition}:{message.offset}".encode()
-                yield self.send(topics.repartition, fund.encode(), value, home, [(SOURCE_HEADER, origin)])
-                continue
-            outcome = self.book.fold(fill, f"{message.topic}:{message.partition}", message.offset)
-            if outcome is None:
-                metrics.skipped_replayed += 1
-                continue
-            if outcome.conflict is not None:
-                rejection = Rejection(codec.CONFLICTING_DUPLICATE, outcome.conflict)
-                yield self._dead_letter(rejection, message, value, key)
-            elif outcome.delta is None:
-                metrics.duplicates += 1
-            else:
-                metrics.deltas += 1
-                yield self.send(topics.deltas, fund.encode(), codec.encode_delta(outcome.delta), None, None)
-                trigger = outcome.trigger
-                if trigger is not None:
-                    metrics.adl_triggers += 1
-                    encoded = codec.encode_trigger(trigger, self.book.ledger.policy(fund))
-                    yield self.send(topics.adl, trigger.symbol.encode(), encoded, None, None)
+            self.positions[f"{message.topic}:{message.partition}"] = message.offset + 1
+        self.metrics.batches += 1
+
+    def _fold(self, event: EventT) -> None:
+        """Route one input event: dead letter, forward to the fund's partition, or fold and emit."""
+        topics, metrics, outbox = self.topics, self.metrics, self.outbox
+        message = event.message
+        metrics.events += 1
+        value, key = message.value, message.key
+        fill = self.decoder.decode(value)
+        if isinstance(fill, Rejection):
+            self._dead_letter(fill, message, value, key)
+            return
+        fund = fill.margin_currency
+        home = home_partition(fund, self.partitions)
+        if message.topic == topics.input and message.partition != home:
+            metrics.forwarded += 1
+            origin = [(SOURCE_HEADER, f"{message.topic}:{message.partition}:{message.offset}".encode())]
+            if key is not None:
+                origin.append((SOURCE_KEY_HEADER, key))
+            outbox.add(topics.repartition, fund.encode(), value, home, origin)
+            return
+        outcome = self.book.fold(fill, f"{message.topic}:{message.partition}", message.offset)
+        if outcome is None:
+            metrics.skipped_replayed += 1
+        elif outcome.conflict is not None:
+            self._dead_letter(Rejection(codec.CONFLICTING_DUPLICATE, outcome.conflict), message, value, key)
+        elif outcome.delta is None:
+            metrics.duplicates += 1
+        else:
+            metrics.deltas += 1
+            outbox.add(topics.deltas, fund.encode(), codec.encode_delta(outcome.delta))
+            trigger = outcome.trigger
+            if trigger is not None:
+                metrics.adl_triggers += 1
+                encoded = codec.encode_trigger(trigger, self.book.ledger.policy(fund))
+                outbox.add(topics.adl, trigger.symbol.encode(), encoded)
 
     def _dead_letter(
         self, rejection: Rejection, message: Any, value: bytes | None, key: bytes | None
-    ) -> Awaitable[Any]:
+    ) -> None:
         self.metrics.rejected[rejection.error] += 1
         topic, partition, offset = message.topic, message.partition, message.offset
         for header, origin in message.headers or ():
             if header == SOURCE_HEADER:  # a forwarded fill: name where the producer put it
                 source_topic, source_partition, source_offset = origin.decode().rsplit(":", 2)
                 topic, partition, offset = source_topic, int(source_partition), int(source_offset)
+                key = None
+            elif header == SOURCE_KEY_HEADER:
+                key = origin
         letter = DeadLetter(
             error=rejection.error,
             detail=rejection.detail,
@@ -187,4 +185,4 @@ class FillProcessor:
             key=key,
             timestamp=self.clock_ms(),
         )
-        return self.send(self.topics.dlq, key, codec.encode_dead_letter(letter), None, None)
+        self.outbox.add(self.topics.dlq, key, codec.encode_dead_letter(letter))

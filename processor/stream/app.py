@@ -13,8 +13,9 @@ from processor.config import Settings
 from processor.domain.ledger import Ledger
 from processor.stream.agents import FillProcessor, TopicNames
 from processor.stream.book import FundBook
-from processor.stream.kafka import faust_credentials, repartition_topic
+from processor.stream.kafka import client_options, faust_credentials, repartition_topic
 from processor.stream.metrics import Metrics
+from processor.stream.outbox import Outbox
 from processor.stream.tables import AwaitedTable
 from processor.stream.web import register_views
 
@@ -75,16 +76,13 @@ def create_app(settings: Settings, partitions: int) -> Worker:
     tables = (AwaitedTable(funds), AwaitedTable(seen))
     book = FundBook(tables[0], tables[1], Ledger(settings.rules, settings.duplicate_window_ms))
 
-    async def send(
-        topic: str, key: bytes | None, value: bytes | None, partition: int | None, headers: list | None
-    ) -> object:
-        return await app.producer.send(topic, key, value, partition, None, headers)
-
+    producer_options = {"acks": "all", "enable_idempotence": True, "linger_ms": 5, "max_batch_size": 1 << 20}
+    outbox = Outbox({**client_options(settings), **producer_options})
     processor = FillProcessor(
         decoder=FillDecoder.from_schema_dir(),
         book=book,
         tables=tables,
-        send=send,
+        outbox=outbox,
         topics=names,
         partitions=partitions,
         metrics=metrics,
@@ -92,6 +90,8 @@ def create_app(settings: Settings, partitions: int) -> Worker:
 
     @app.agent(source, concurrency=1, name="fold-fills")  # concurrency 1: faust #606
     async def fold_fills(stream: StreamT) -> None:
+        if not outbox.started:
+            await outbox.start([names.repartition, names.deltas, names.adl, names.dlq])
         batches = cast(faust.Stream, stream).take_events(settings.batch_size, settings.batch_seconds)
         async for events in batches:
             await processor.process_or_die(events)
@@ -99,7 +99,11 @@ def create_app(settings: Settings, partitions: int) -> Worker:
     async def forget_cached_funds(sender: Any, *args: Any, **kwargs: Any) -> None:
         book.forget()
 
+    async def stop_outbox(sender: Any, *args: Any, **kwargs: Any) -> None:
+        await outbox.stop()
+
     app.on_partitions_revoked.connect(cast(Any, forget_cached_funds))
+    app.on_before_shutdown.connect(cast(Any, stop_outbox))
 
     worker = Worker(app, processor, funds, metrics)
     register_views(worker)

@@ -7,7 +7,7 @@ recognises duplicates for the whole window. Records are written once per batch, 
 
 from __future__ import annotations
 
-from collections.abc import MutableMapping
+from collections.abc import Callable, MutableMapping
 from dataclasses import dataclass, field
 
 from processor import codec
@@ -62,8 +62,9 @@ class FundBook:
             fund.pending.append(fill)
         return outcome
 
-    def flush(self) -> int:
-        """Write every fund changed since the last flush; return how many records were written.
+    def flush(self, select: Callable[[str], bool] | None = None) -> int:
+        """Write every fund changed since the last flush (of those ``select`` picks); return how many
+        records were written.
 
         Expired segments are deleted before anything is written, so the last record of a changelog
         partition is never a tombstone: faust 0.15.3 recovery stalls on a partition whose last
@@ -71,7 +72,7 @@ class FundBook:
         """
         writes = 0
         for name, fund in self._open.items():
-            if not fund.dirty:
+            if not fund.dirty or (select is not None and not select(name)):
                 continue
             expired = self._expire(name, fund)
             state = self.ledger.funds[name]
