@@ -7,7 +7,7 @@ STAMP := $(VENV)/.installed
 export PYTHONHASHSEED ?= 0
 
 .DEFAULT_GOAL := help
-.PHONY: help install test test-unit test-integration lint format golden bench bench-core run demo \
+.PHONY: help install test test-unit test-integration lint format golden bench bench-core run demo broker \
         kafka-up kafka-down kafka-status kafka-purge clean
 
 help: ## list the targets
@@ -21,11 +21,14 @@ $(STAMP): pyproject.toml
 
 install: $(STAMP) ## create .venv and install the package with its test extras (pinned)
 
-test: install lint ## lint, then run every test (starts a local Kafka broker when none is given)
+test: install lint ## lint, then run every test (starts a private Kafka broker unless KAFKA_BOOTSTRAP_SERVERS is set)
 	$(PY) -m pytest -q
 
 test-unit: install ## run the tests that need no broker
 	$(PY) -m pytest -q -m "not integration"
+
+test-integration: install ## run the tests against a real broker
+	$(PY) -m pytest -q -m integration
 
 lint: install ## ruff and mypy
 	$(VENV)/bin/ruff check processor tests bench
@@ -41,6 +44,19 @@ golden: install ## regenerate tests/golden expected outputs from their recorded 
 
 bench-core: install ## decode + fold + encode and file replay throughput over 1M generated fills
 	$(PY) -m bench.core
+
+bench: install broker ## end-to-end worker throughput vs a bare aiokafka pipe (200k fills), then bench-core
+	$(PY) -m bench.stream --count 200000
+	$(PY) -m bench.core
+
+broker: # start the local broker unless KAFKA_BOOTSTRAP_SERVERS points at one
+	@if [ -z "$$KAFKA_BOOTSTRAP_SERVERS" ]; then bash scripts/kafka.sh up; fi
+
+run: install broker ## start the local broker (unless KAFKA_BOOTSTRAP_SERVERS is set), create topics, run the worker
+	$(PY) -m processor worker
+
+demo: install broker ## the same plus a simulated calm-then-crash feed and a live view of the funds
+	$(PY) -m processor demo
 
 kafka-up: ## start the local Kafka 4.0 broker on 127.0.0.1:9092 (jars fetched with Maven on first use)
 	bash scripts/kafka.sh up

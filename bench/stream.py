@@ -126,7 +126,7 @@ async def bare_pipe(bootstrap: str, source: str, sink: str, partitions: int, exp
         await consumer.stop()
 
 
-def run_worker(bootstrap: str, suffix: str, partitions: int, scratch: Path) -> subprocess.Popen[bytes]:
+def run_worker(bootstrap: str, suffix: str, partitions: int, scratch: Path, name: str) -> subprocess.Popen[bytes]:
     env = {
         **os.environ,
         "KAFKA_BOOTSTRAP_SERVERS": bootstrap,
@@ -137,17 +137,17 @@ def run_worker(bootstrap: str, suffix: str, partitions: int, scratch: Path) -> s
         "DLQ_TOPIC": f"bench-dlq-{suffix}",
         "TOPIC_PARTITIONS": str(partitions),
         "WEB_PORT": str(free_port()),
-        "DATA_DIR": str(scratch / "data"),
+        "DATA_DIR": str(scratch / f"data-{name}"),
         "LOG_LEVEL": "warning",
         "FUND_INITIAL_BALANCES": "USDT=100000000,USDC=100000000,BTC=10000,ETH=100000",
     }
-    log = (scratch / "worker.log").open("wb")
+    log = (scratch / f"worker-{name}.log").open("wb")
     return subprocess.Popen(
         [sys.executable, "-m", "processor", "worker"], cwd=ROOT, env=env, stdout=log, stderr=log
     )
 
 
-async def main_async(count: int, partitions: int) -> None:
+async def main_async(count: int, partitions: int, workers: int) -> None:
     suffix = uuid.uuid4().hex[:8]
     messages = list(lines(count))
     with broker() as bootstrap, tempfile.TemporaryDirectory() as scratch:
@@ -156,13 +156,15 @@ async def main_async(count: int, partitions: int) -> None:
         print(f"pre-loading {count:,} fills into {source} ({partitions} partitions) ...", flush=True)
         await preload(bootstrap, source, messages)
 
-        worker = run_worker(bootstrap, suffix, partitions, Path(scratch))
+        running = [run_worker(bootstrap, suffix, partitions, Path(scratch), f"w{n}") for n in range(workers)]
         started = time.monotonic()
         try:
             first, finished = await count_until(bootstrap, deltas, partitions, count, timeout=1800)
         finally:
-            worker.send_signal(signal.SIGTERM)
-            worker.wait(60)
+            for worker in running:
+                worker.send_signal(signal.SIGTERM)
+            for worker in running:
+                worker.wait(60)
         worker_seconds = finished - started  # includes the worker's start-up and first rebalance
         steady_seconds = finished - first  # from the first committed delta to the last
 
@@ -185,8 +187,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--count", type=int, default=200_000)
     parser.add_argument("--partitions", type=int, default=4)
+    parser.add_argument("--workers", type=int, default=1, help="worker processes (one per core is the useful most)")
     args = parser.parse_args()
-    asyncio.run(main_async(args.count, args.partitions))
+    asyncio.run(main_async(args.count, args.partitions, args.workers))
 
 
 if __name__ == "__main__":

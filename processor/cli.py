@@ -59,6 +59,8 @@ def build_parser() -> argparse.ArgumentParser:
     worker = commands.add_parser("worker", help="run the stream processor (faust worker)")
     _add_fund_options(worker)
 
+    commands.add_parser("demo", help="run a worker, a simulated crash feed and a live view of the funds")
+
     produce = commands.add_parser("produce", help="load a JSONL file into the input topic")
     produce.add_argument("--input", required=True, help="JSONL file, one message per line; - for stdin")
     produce.add_argument("--topic", help="topic to write (default: INPUT_TOPIC)")
@@ -119,6 +121,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _worker(_apply_fund_options(settings, args))
         if args.command == "produce":
             return _produce(settings, args)
+        if args.command == "demo":
+            from processor.demo import run_demo
+
+            return run_demo(settings)
     except (ConfigError, SchemaError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2

@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
-from contextlib import AbstractContextManager
-from decimal import Context, getcontext, localcontext
+from collections.abc import Iterator
+from contextlib import contextmanager
+from decimal import Context, getcontext, setcontext
 from typing import NamedTuple
 
 from processor.domain.events import OPPOSITE_SIDE, AdlTrigger, FundDelta, LiquidationFill
@@ -29,6 +30,21 @@ class Outcome(NamedTuple):
     conflict: str | None = None
 
 
+@contextmanager
+def exact_arithmetic() -> Iterator[Context]:
+    """Make ``EXACT`` itself the current decimal context for a run of ``apply`` calls.
+
+    Installed, not copied (``localcontext`` would copy it), so ``apply`` can recognise it by identity
+    instead of entering a context of its own for every fill. Its flags are never read.
+    """
+    previous = getcontext()
+    setcontext(EXACT)
+    try:
+        yield EXACT
+    finally:
+        setcontext(previous)
+
+
 def apply(
     state: FundState, fill: LiquidationFill, policy: FundPolicy, applied: LiquidationFill | None
 ) -> Outcome:
@@ -37,63 +53,79 @@ def apply(
     Arithmetic runs in the ``EXACT`` decimal context. Drivers that fold many fills enter it once
     (``with exact_arithmetic():``); a lone call enters it here.
     """
-    if getcontext() is EXACT:
-        return _apply(state, fill, policy, applied)
-    with localcontext(EXACT):
-        return _apply(state, fill, policy, applied)
-
-
-def exact_arithmetic() -> AbstractContextManager[Context]:
-    """Enter the fold's decimal context for a run of ``apply`` calls."""
-    return localcontext(EXACT)
-
-
-def _apply(
-    state: FundState, fill: LiquidationFill, policy: FundPolicy, applied: LiquidationFill | None
-) -> Outcome:
+    if getcontext() is not EXACT:
+        with exact_arithmetic():
+            return apply(state, fill, policy, applied)
     if applied is not None:
         if applied == fill:
             return Outcome(state._replace(duplicates=state.duplicates + 1))
         return Outcome(state, conflict=describe_conflict(applied, fill))
 
-    quantum, zero = policy.quantum, policy.zero
-    side = fill.side
-    bankruptcy_price, fill_price = fill.bankruptcy_price, fill.fill_price
-    contracts = fill.quantity * fill.contract_size
+    (
+        fill_id,
+        liquidation_id,
+        symbol,
+        _,
+        side,
+        contract_type,
+        contract_size,
+        bankruptcy_price,
+        fill_price,
+        quantity,
+        unfilled,
+        fill_fee,
+        timestamp,
+        _,
+    ) = fill
+    (
+        fund,
+        balance_before,
+        total_surplus,
+        total_paid,
+        total_shortfall,
+        fills,
+        duplicates,
+        adl_triggers,
+        sequence,
+        _,
+        by_symbol,
+    ) = state
+    quantum, floor, _, zero = policy
+
+    contracts = quantity * contract_size
     move = fill_price - bankruptcy_price if side == "long" else bankruptcy_price - fill_price
-    if fill.contract_type == "linear":
+    if contract_type == "linear":
         gross_exact = move * contracts
     else:
         gross_exact = contracts * move / (bankruptcy_price * fill_price)
     # Adding a positive zero turns a rounded -0 into 0, so no output ever reads "-0.00000000".
     gross_pnl = gross_exact.quantize(quantum, _ROUND) + zero
-    fee = fill.fee.quantize(quantum, _ROUND)
+    fee = fill_fee.quantize(quantum, _ROUND)
     net = gross_pnl - fee
 
-    balance_before = state.balance
     if net >= 0:
         delta_type = "liquidation_surplus"
         amount = net
         paid = shortfall = zero
+        if amount:
+            total_surplus += amount
     else:
         delta_type = "bankruptcy_loss"
         loss = -net
-        available = balance_before - policy.floor
+        available = balance_before - floor
         paid = (loss if loss < available else available) if available > 0 else zero
         amount = zero - paid
         shortfall = loss - paid
     balance_after = balance_before + amount
-    sequence = state.sequence + 1
-    timestamp = fill.timestamp
-    fund, symbol = state.fund, fill.symbol
+    sequence += 1
 
     delta: FundDelta = _new(
         FundDelta,
         (
             fund,
             symbol,
-            fill.liquidation_id,
-            fill.fill_id,
+            liquidation_id,
+            fill_id,
             delta_type,
             gross_pnl,
             fee,
@@ -108,11 +140,10 @@ def _apply(
     )
 
     trigger: AdlTrigger | None = None
-    unfilled = fill.unfilled_quantity
     if shortfall or unfilled:
         if shortfall:
             reason = "insufficient_fund"
-            uncovered = (fill.quantity * shortfall / loss).quantize(quantum, _ROUND)
+            uncovered = (quantity * shortfall / loss).quantize(quantum, _ROUND)
             adl_quantity = uncovered + unfilled
         else:
             reason = "no_liquidity"
@@ -122,8 +153,8 @@ def _apply(
             (
                 fund,
                 symbol,
-                fill.liquidation_id,
-                fill.fill_id,
+                liquidation_id,
+                fill_id,
                 reason,
                 side,
                 OPPOSITE_SIDE[side],
@@ -136,20 +167,21 @@ def _apply(
                 timestamp,
             ),
         )
+        adl_triggers += 1
 
-    by_symbol = dict(state.by_symbol)
+    by_symbol = dict(by_symbol)
     by_symbol[symbol] = by_symbol.get(symbol, zero) + amount
     new_state: FundState = _new(
         FundState,
         (
             fund,
             balance_after,
-            state.total_surplus + amount if amount > 0 else state.total_surplus,
-            state.total_paid + paid,
-            state.total_shortfall + shortfall,
-            state.fills + 1,
-            state.duplicates,
-            state.adl_triggers + (trigger is not None),
+            total_surplus,
+            total_paid + paid,
+            total_shortfall + shortfall,
+            fills + 1,
+            duplicates,
+            adl_triggers,
             sequence,
             timestamp,
             by_symbol,

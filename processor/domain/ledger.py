@@ -15,19 +15,26 @@ from processor.domain.state import FundPolicy, FundRules, FundState
 
 DEFAULT_DUPLICATE_WINDOW_MS = 7 * 24 * 3600 * 1000
 
+_TIMESTAMP = LiquidationFill._fields.index("timestamp")
+_as_fill = LiquidationFill._make
+
 
 class DuplicateWindow:
     """The fills applied to one fund, remembered for at least ``window_ms`` of event time.
 
     A fill is forgotten once the fund has seen an event more than ``window_ms`` newer than it, so a
     re-sent fill is always recognised within the window whatever order the timestamps come in.
+
+    Fills are kept as plain tuples: the garbage collector untracks a plain tuple of strings, numbers
+    and decimals, but never a ``NamedTuple``, and a week of fills would otherwise make every full
+    collection walk millions of objects.
     """
 
     __slots__ = ("_expiry", "_fills", "newest_timestamp", "window_ms")
 
     def __init__(self, window_ms: int = DEFAULT_DUPLICATE_WINDOW_MS) -> None:
         self.window_ms = window_ms
-        self._fills: dict[str, LiquidationFill] = {}
+        self._fills: dict[str, tuple[object, ...]] = {}
         self._expiry: deque[tuple[int, str]] = deque()
         self.newest_timestamp = -1
 
@@ -35,25 +42,30 @@ class DuplicateWindow:
         return len(self._fills)
 
     def __iter__(self) -> Iterator[LiquidationFill]:
-        return iter(self._fills.values())
+        return map(_as_fill, self._fills.values())
 
     def get(self, fill_id: str) -> LiquidationFill | None:
-        return self._fills.get(fill_id)
+        remembered = self._fills.get(fill_id)
+        return _as_fill(remembered) if remembered is not None else None
 
     def remember(self, fill: LiquidationFill) -> None:
         timestamp = fill.timestamp
-        self._fills[fill.fill_id] = fill
-        self._expiry.append((timestamp, fill.fill_id))
+        fill_id = fill.fill_id
+        self._fills[fill_id] = fill[:]  # slicing a NamedTuple gives a plain tuple
+        expiry = self._expiry
+        expiry.append((timestamp, fill_id))
         if timestamp > self.newest_timestamp:
             self.newest_timestamp = timestamp
-            self._forget_before(timestamp - self.window_ms)
+            horizon = timestamp - self.window_ms
+            if expiry[0][0] < horizon:
+                self._forget_before(horizon)
 
     def _forget_before(self, horizon: int) -> None:
         expiry, fills = self._expiry, self._fills
         while expiry and expiry[0][0] < horizon:
             _, fill_id = expiry.popleft()
             remembered = fills.get(fill_id)
-            if remembered is not None and remembered.timestamp < horizon:
+            if remembered is not None and remembered[_TIMESTAMP] < horizon:  # type: ignore[operator]
                 del fills[fill_id]
 
 
@@ -77,7 +89,7 @@ class Ledger:
 
     def fold(self, fill: LiquidationFill) -> Outcome:
         fund = fill.margin_currency
-        policy = self.policy(fund)
+        policy = self._policies.get(fund) or self.policy(fund)
         state = self.funds.get(fund)
         window = self.windows.get(fund)
         if state is None:
