@@ -209,15 +209,15 @@ def test_from_env_reads_only_the_mapping_it_is_given(monkeypatch: pytest.MonkeyP
             "sasl_ssl",
             marks=pytest.mark.xfail(
                 strict=True,
-                reason="BUG: an unknown KAFKA_SECURITY_PROTOCOL is accepted, and faust then connects in "
-                "PLAINTEXT without credentials (faust_credentials returns None)",
+                reason="BUG: an unknown KAFKA_SECURITY_PROTOCOL passes from_env: faust_credentials maps it "
+                "to plaintext (None) and aiokafka later fails with a bare ValueError",
             ),
         ),
         pytest.param(
             "KAFKA_SECURITY_PROTOCOL",
             "TLS",
             marks=pytest.mark.xfail(
-                strict=True, reason="BUG: an unknown KAFKA_SECURITY_PROTOCOL is accepted (faust goes plaintext)"
+                strict=True, reason="BUG: an unknown KAFKA_SECURITY_PROTOCOL passes from_env"
             ),
         ),
         pytest.param(
@@ -225,7 +225,8 @@ def test_from_env_reads_only_the_mapping_it_is_given(monkeypatch: pytest.MonkeyP
             "scram-sha-256",
             marks=pytest.mark.xfail(
                 strict=True,
-                reason="BUG: an unknown/misspelled KAFKA_SASL_MECHANISM is accepted; faust then uses PLAIN",
+                reason="BUG: a misspelled KAFKA_SASL_MECHANISM passes from_env; faust_credentials then "
+                "uses PLAIN while aiokafka clients fail an assertion",
             ),
         ),
         pytest.param(
