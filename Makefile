@@ -8,6 +8,7 @@ export PYTHONHASHSEED ?= 0
 
 .DEFAULT_GOAL := help
 .PHONY: help install test test-unit test-integration lint format golden bench bench-core run demo broker \
+        rebuild audit \
         kafka-up kafka-down kafka-status kafka-purge clean
 
 help: ## list the targets
@@ -57,6 +58,17 @@ run: install broker ## start the local broker (unless KAFKA_BOOTSTRAP_SERVERS is
 
 demo: install broker ## the same plus a simulated calm-then-crash feed and a live view of the funds
 	$(PY) -m processor demo
+
+rebuild: install broker ## rebuild the funds from history as NEW_APP_ID, publishing to NEW_APP_ID.-prefixed topics
+	@test -n "$(NEW_APP_ID)" || { echo "usage: make rebuild NEW_APP_ID=insurance-fund-v2 (see README: Rebuild)"; exit 2; }
+	APP_ID=$(NEW_APP_ID) WEB_PORT=$${REBUILD_WEB_PORT:-6067} DATA_DIR=var/$(NEW_APP_ID) \
+	DELTAS_TOPIC=$(NEW_APP_ID).$${DELTAS_TOPIC:-insurance-fund-deltas} \
+	ADL_TOPIC=$(NEW_APP_ID).$${ADL_TOPIC:-adl-triggers} \
+	DLQ_TOPIC=$(NEW_APP_ID).$${DLQ_TOPIC:-liquidation-fills-dlq} \
+	$(PY) -m processor worker
+
+audit: install ## verify the live ledger against a replay of the input (WORKER_URL=... to compare GET /funds too)
+	$(PY) -m processor audit $(if $(WORKER_URL),--worker-url $(WORKER_URL))
 
 kafka-up: ## start the local Kafka 4.0 broker on 127.0.0.1:9092 (jars fetched with Maven on first use)
 	bash scripts/kafka.sh up

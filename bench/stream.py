@@ -25,11 +25,20 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 
 from bench.generate import lines
+from processor.codec import FillDecoder
+from processor.config import Settings, fund_rules
+from processor.domain.ledger import Ledger
+from processor.pipeline import Pipeline
+from processor.replay import OutputFiles
 from processor.stream.produce import key_of
+from processor.stream.replay import Start, replay_topic
 
 ROOT = Path(__file__).resolve().parent.parent
+BENCH_BALANCES = "USDT=100000000,USDC=100000000,BTC=10000,ETH=100000"
+BENCH_RULES = fund_rules(initial_balances=BENCH_BALANCES)
 FILL_TARGET = 20_000
 RATIO_TARGET = 0.3
+REPLAY_TARGET = 100_000
 
 
 def free_port() -> int:
@@ -126,7 +135,18 @@ async def bare_pipe(bootstrap: str, source: str, sink: str, partitions: int, exp
         await consumer.stop()
 
 
-def run_worker(bootstrap: str, suffix: str, partitions: int, scratch: Path, name: str) -> subprocess.Popen[bytes]:
+async def topic_replay(bootstrap: str, topic: str) -> float:
+    """``replay --topic`` in process: read every partition to its end and fold, keeping only the state."""
+    settings = Settings(bootstrap_servers=bootstrap, rules=BENCH_RULES)
+    pipeline = Pipeline(FillDecoder.from_schema_dir(), Ledger(settings.rules))
+    started = time.monotonic()
+    await replay_topic(settings, pipeline, topic, Start(), OutputFiles())
+    return time.monotonic() - started
+
+
+def run_worker(
+    bootstrap: str, suffix: str, partitions: int, scratch: Path, name: str
+) -> subprocess.Popen[bytes]:
     env = {
         **os.environ,
         "KAFKA_BOOTSTRAP_SERVERS": bootstrap,
@@ -139,7 +159,7 @@ def run_worker(bootstrap: str, suffix: str, partitions: int, scratch: Path, name
         "WEB_PORT": str(free_port()),
         "DATA_DIR": str(scratch / f"data-{name}"),
         "LOG_LEVEL": "warning",
-        "FUND_INITIAL_BALANCES": "USDT=100000000,USDC=100000000,BTC=10000,ETH=100000",
+        "FUND_INITIAL_BALANCES": BENCH_BALANCES,
     }
     log = (scratch / f"worker-{name}.log").open("wb")
     return subprocess.Popen(
@@ -169,25 +189,33 @@ async def main_async(count: int, partitions: int, workers: int) -> None:
         steady_seconds = finished - first  # from the first committed delta to the last
 
         pipe_seconds = await bare_pipe(bootstrap, source, pipe, partitions, count)
+        replay_seconds = await topic_replay(bootstrap, source)
 
     worker_rate, pipe_rate, steady_rate = count / worker_seconds, count / pipe_seconds, count / steady_seconds
     rows = [
         ("worker: input -> committed deltas (incl. start-up)", worker_rate, worker_seconds),
         ("worker: first -> last committed delta (steady)", steady_rate, steady_seconds),
         ("bare aiokafka consume -> produce pipe", pipe_rate, pipe_seconds),
+        ("topic replay (replay --topic, state only)", count / replay_seconds, replay_seconds),
     ]
     print(f"\n{'path':<52}{'fills/s':>10}{'seconds':>10}")
     for name, rate, seconds in rows:
         print(f"{name:<52}{rate:>10,.0f}{seconds:>10.1f}")
     print(f"\nratio worker (steady) / pipe: {steady_rate / pipe_rate:.2f} (target >= {RATIO_TARGET})")
     print(f"worker (steady) vs target:    {steady_rate / FILL_TARGET:.2f} of {FILL_TARGET:,} fills/s")
+    print(
+        f"topic replay vs target:       {count / replay_seconds / REPLAY_TARGET:.2f} "
+        f"of {REPLAY_TARGET:,} fills/s"
+    )
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--count", type=int, default=200_000)
     parser.add_argument("--partitions", type=int, default=4)
-    parser.add_argument("--workers", type=int, default=1, help="worker processes (one per core is the useful most)")
+    parser.add_argument(
+        "--workers", type=int, default=1, help="worker processes (one per core is the useful most)"
+    )
     args = parser.parse_args()
     asyncio.run(main_async(args.count, args.partitions, args.workers))
 

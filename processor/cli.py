@@ -49,6 +49,22 @@ def build_parser() -> argparse.ArgumentParser:
     replay = commands.add_parser("replay", help="fold a JSONL file (or a topic) into state and output files")
     source = replay.add_mutually_exclusive_group(required=True)
     source.add_argument("--input", help="JSONL file of liquidation fills, one per line; - for stdin")
+    source.add_argument("--topic", help="Kafka topic to replay (read_committed, every partition, no group)")
+    start = replay.add_mutually_exclusive_group()
+    start.add_argument("--from-beginning", action="store_true", help="from each partition's start (default)")
+    start.add_argument(
+        "--from-timestamp", type=int, metavar="MS", help="from the first record at or after MS"
+    )
+    start.add_argument(
+        "--from-offsets", metavar="P:O,...", help="from these offsets (other partitions: start)"
+    )
+    replay.add_argument(
+        "--until-timestamp",
+        type=int,
+        metavar="MS",
+        help="only fills with event time <= MS: the funds at time MS",
+    )
+    replay.add_argument("--emit-prefix", help="also publish outputs to PREFIX<output topic>, e.g. replay.")
     replay.add_argument("--state-out", type=Path, help="write the final state (JSON keyed by fund)")
     replay.add_argument("--deltas-out", type=Path, help="write fund deltas, one per line")
     replay.add_argument("--adl-out", type=Path, help="write ADL triggers, one per line")
@@ -61,18 +77,51 @@ def build_parser() -> argparse.ArgumentParser:
 
     commands.add_parser("demo", help="run a worker, a simulated crash feed and a live view of the funds")
 
+    audit = commands.add_parser(
+        "audit", help="verify the deltas ledger and compare it with a replay of the input"
+    )
+    audit.add_argument(
+        "--worker-url", help="also compare with GET /funds of this worker, e.g. http://127.0.0.1:6066"
+    )
+    audit.add_argument("--deltas-topic", help="ledger topic to audit (default: DELTAS_TOPIC)")
+    audit.add_argument("--input-topic", help="input topic to replay (default: INPUT_TOPIC)")
+    _add_fund_options(audit)
+
     produce = commands.add_parser("produce", help="load a JSONL file into the input topic")
     produce.add_argument("--input", required=True, help="JSONL file, one message per line; - for stdin")
     produce.add_argument("--topic", help="topic to write (default: INPUT_TOPIC)")
     return parser
 
 
-def _replay_file(settings: Settings, args: argparse.Namespace) -> int:
+def _replay(settings: Settings, args: argparse.Namespace) -> int:
     pipeline = Pipeline(FillDecoder.from_schema_dir(), Ledger(settings.rules, settings.duplicate_window_ms))
     outputs = OutputFiles(args.state_out, args.deltas_out, args.adl_out, args.dlq_out)
+    topic_only = (args.from_timestamp, args.from_offsets, args.until_timestamp, args.emit_prefix)
+    if args.topic is None and any(option is not None for option in topic_only):
+        print("error: --from-*, --until-timestamp and --emit-prefix need --topic", file=sys.stderr)
+        return 2
     try:
-        totals = replay_lines(read_lines(args.input), pipeline, outputs, args.input, Progress())
-    except FileNotFoundError as error:
+        if args.topic is not None:
+            from processor.stream.replay import Start, replay_topic
+
+            start = (
+                Start.parse_offsets(args.from_offsets) if args.from_offsets else Start(args.from_timestamp)
+            )
+            totals = asyncio.run(
+                replay_topic(
+                    settings,
+                    pipeline,
+                    args.topic,
+                    start,
+                    outputs,
+                    args.until_timestamp,
+                    args.emit_prefix,
+                    Progress(),
+                )
+            )
+        else:
+            totals = replay_lines(read_lines(args.input), pipeline, outputs, args.input, Progress())
+    except (FileNotFoundError, ValueError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
     if not args.quiet:
@@ -111,16 +160,32 @@ def _produce(settings: Settings, args: argparse.Namespace) -> int:
     return 0
 
 
+def _audit(settings: Settings, args: argparse.Namespace) -> int:
+    from processor.stream.audit import audit
+
+    settings = settings.replace(
+        deltas_topic=args.deltas_topic or settings.deltas_topic,
+        input_topic=args.input_topic or settings.input_topic,
+    )
+    report = asyncio.run(audit(settings, args.worker_url))
+    for finding in report.findings[:20]:
+        print(f"  {finding}")
+    print(report.verdict())
+    return 0 if report.passed else 1
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         settings = Settings.from_env(os.environ)
         if args.command == "replay":
-            return _replay_file(_apply_fund_options(settings, args), args)
+            return _replay(_apply_fund_options(settings, args), args)
         if args.command == "worker":
             return _worker(_apply_fund_options(settings, args))
         if args.command == "produce":
             return _produce(settings, args)
+        if args.command == "audit":
+            return _audit(_apply_fund_options(settings, args), args)
         if args.command == "demo":
             from processor.demo import run_demo
 

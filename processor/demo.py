@@ -95,7 +95,8 @@ async def _view(settings: Settings, url: str, adl_topic: str, feed: asyncio.Task
                     triggers[trigger["symbol"]] += 1
                     recent.append(
                         f"  {trigger['symbol']:<9} {trigger['reason']:<18} "
-                        f"deleverage {trigger['deleverage_side']:<5} qty {trigger['quantity']:>14} @ {trigger['bankruptcy_price']}"
+                        f"deleverage {trigger['deleverage_side']:<5} qty {trigger['quantity']:>14} "
+                        f"@ {trigger['bankruptcy_price']}"
                     )
             try:
                 funds = _get_json(url + "/funds")
