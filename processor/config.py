@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from decimal import Decimal
@@ -17,15 +18,38 @@ class ConfigError(ValueError):
     """A setting that cannot be used; the message names the variable."""
 
 
+CURRENCY = re.compile(r"[A-Z0-9]{2,16}")
+SECURITY_PROTOCOLS = ("PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL")
+SASL_MECHANISMS = ("PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512")
+LOG_LEVELS = ("debug", "info", "warning", "error", "critical")
+
+
 def _currency_map(variable: str, text: str) -> dict[str, str]:
-    """Parse ``USDT=8,BTC=10`` into a dict."""
+    """Parse ``USDT=8,BTC=10`` into a dict; currencies must match the input schema's pattern."""
     result: dict[str, str] = {}
     for item in filter(None, (part.strip() for part in text.split(","))):
-        currency, sep, value = item.partition("=")
-        if not sep or not currency.strip() or not value.strip():
+        currency, sep, value = (part.strip() for part in item.partition("="))
+        if not sep or not currency or not value:
             raise ConfigError(f"{variable}: expected CURRENCY=VALUE[,CURRENCY=VALUE...], got {item!r}")
-        result[currency.strip()] = value.strip()
+        if CURRENCY.fullmatch(currency) is None:
+            raise ConfigError(
+                f"{variable}: {currency!r} in {item!r} is not a margin currency (2-16 of A-Z, 0-9)"
+            )
+        result[currency] = value
     return result
+
+
+def _choice(variable: str, text: str, choices: tuple[str, ...]) -> str:
+    if text not in choices:
+        raise ConfigError(f"{variable}: expected one of {', '.join(choices)}, got {text!r}")
+    return text
+
+
+def _seconds(variable: str, text: str) -> float:
+    number = _decimal(variable, text)
+    if number <= 0:
+        raise ConfigError(f"{variable}: must be > 0, got {text}")
+    return float(number)
 
 
 def _decimal(variable: str, text: str) -> Decimal:
@@ -35,13 +59,14 @@ def _decimal(variable: str, text: str) -> Decimal:
     return number
 
 
-def _integer(variable: str, text: str, minimum: int = 0) -> int:
+def _integer(variable: str, text: str, minimum: int = 0, maximum: int | None = None) -> int:
     try:
         number = int(text)
     except ValueError:
         raise ConfigError(f"{variable}: {text!r} is not an integer") from None
-    if number < minimum:
-        raise ConfigError(f"{variable}: must be >= {minimum}, got {number}")
+    if number < minimum or (maximum is not None and number > maximum):
+        bounds = f">= {minimum}" if maximum is None else f"in [{minimum}, {maximum}]"
+        raise ConfigError(f"{variable}: must be {bounds}, got {number}")
     return number
 
 
@@ -146,18 +171,16 @@ class Settings:
             standby_replicas=_integer(
                 "TABLE_STANDBY_REPLICAS", env.get("TABLE_STANDBY_REPLICAS", str(defaults.standby_replicas))
             ),
-            commit_interval_seconds=float(
-                _decimal("COMMIT_INTERVAL_SECONDS", env.get("COMMIT_INTERVAL_SECONDS", "1.0"))
+            commit_interval_seconds=_seconds(
+                "COMMIT_INTERVAL_SECONDS", env.get("COMMIT_INTERVAL_SECONDS", "1.0")
             ),
             processing_guarantee=guarantee,
             store=store,
             data_dir=Path(env.get("DATA_DIR", str(defaults.data_dir))),
             web_host=env.get("WEB_HOST", defaults.web_host),
-            web_port=_integer("WEB_PORT", env.get("WEB_PORT", str(defaults.web_port))),
+            web_port=_integer("WEB_PORT", env.get("WEB_PORT", str(defaults.web_port)), 0, 65535),
             batch_size=_integer("BATCH_SIZE", env.get("BATCH_SIZE", str(defaults.batch_size)), 1),
-            batch_seconds=float(
-                _decimal("BATCH_SECONDS", env.get("BATCH_SECONDS", str(defaults.batch_seconds)))
-            ),
+            batch_seconds=_seconds("BATCH_SECONDS", env.get("BATCH_SECONDS", str(defaults.batch_seconds))),
             rules=fund_rules(
                 default_precision=env.get("FUND_DEFAULT_PRECISION"),
                 precision=env.get("FUND_PRECISION", ""),
@@ -169,8 +192,16 @@ class Settings:
                 "DUPLICATE_WINDOW_MS", env.get("DUPLICATE_WINDOW_MS", str(defaults.duplicate_window_ms))
             ),
             security=KafkaSecurity(
-                protocol=env.get("KAFKA_SECURITY_PROTOCOL", "PLAINTEXT"),
-                sasl_mechanism=env.get("KAFKA_SASL_MECHANISM"),
+                protocol=_choice(
+                    "KAFKA_SECURITY_PROTOCOL",
+                    env.get("KAFKA_SECURITY_PROTOCOL", "PLAINTEXT"),
+                    SECURITY_PROTOCOLS,
+                ),
+                sasl_mechanism=(
+                    _choice("KAFKA_SASL_MECHANISM", env["KAFKA_SASL_MECHANISM"], SASL_MECHANISMS)
+                    if "KAFKA_SASL_MECHANISM" in env
+                    else None
+                ),
                 sasl_username=env.get("KAFKA_SASL_USERNAME"),
                 sasl_password=env.get("KAFKA_SASL_PASSWORD"),
                 ssl_cafile=env.get("KAFKA_SSL_CAFILE"),
@@ -178,5 +209,5 @@ class Settings:
                 ssl_keyfile=env.get("KAFKA_SSL_KEYFILE"),
                 ssl_password=env.get("KAFKA_SSL_PASSWORD"),
             ),
-            log_level=env.get("LOG_LEVEL", defaults.log_level),
+            log_level=_choice("LOG_LEVEL", env.get("LOG_LEVEL", defaults.log_level).lower(), LOG_LEVELS),
         )

@@ -1,9 +1,9 @@
 """The agent's work on one batch of input events: decode, route, fold, publish, then record state.
 
-Order per source partition: outputs are published and acknowledged first, then the fund records
-(state plus applied input offsets) are written to the changelog, then faust acknowledges the events
-and later commits their offsets. A crash therefore never leaves state ahead of the outputs; input
-that was applied before a crash is recognised by its offset and skipped when it is re-read.
+Order per batch: outputs are published and acknowledged first, then the touched funds' records
+(state plus applied input offsets) are written to the changelog and acknowledged, then faust
+acknowledges the events and later commits their offsets. A crash therefore never leaves state ahead
+of the outputs; input applied before a crash is recognised by its offset and skipped when re-read.
 """
 
 from __future__ import annotations

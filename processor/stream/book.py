@@ -91,6 +91,7 @@ class FundBook:
         return writes
 
     def _expire(self, name: str, fund: _OpenFund) -> int:
+        """Delete the segments the window has forgotten; return how many records that wrote."""
         window = self.ledger.windows[name]
         horizon = window.newest_timestamp - window.window_ms
         expired = [key for key, newest in fund.segments.items() if newest < horizon]
@@ -100,6 +101,7 @@ class FundBook:
         if expired and not fund.pending:
             # keep a live record last in this partition of the seen table (see ``flush``)
             self.seen_table[name.encode() + SEGMENT_SEPARATOR + b"~"] = b"[]"
+            return len(expired) + 1
         return len(expired)
 
     def _load(self, name: str) -> _OpenFund:

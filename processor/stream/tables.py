@@ -30,6 +30,8 @@ class AwaitedTable(MutableMapping[bytes, bytes]):
 
     def __delitem__(self, key: bytes) -> None:
         table: Any = self.table
+        if key not in table.data:
+            raise KeyError(key)
         partition = table.partition_for_key(key)
         self.pending.append(table.send_changelog(partition, key, None, value_serializer="raw"))
         del table.data[key]

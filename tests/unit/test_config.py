@@ -132,7 +132,9 @@ def test_each_variable_changes_its_setting_alone(variable: str) -> None:
         assert changed == Settings()
         return
     assert changed != Settings()
-    differing = [name for name in Settings.__dataclass_fields__ if getattr(changed, name) != getattr(Settings(), name)]
+    differing = [
+        name for name in Settings.__dataclass_fields__ if getattr(changed, name) != getattr(Settings(), name)
+    ]
     assert len(differing) == 1, differing
 
 
@@ -184,65 +186,15 @@ def test_from_env_reads_only_the_mapping_it_is_given(monkeypatch: pytest.MonkeyP
         ("FUND_INITIAL_BALANCES", "USDT:5"),
         ("DUPLICATE_WINDOW_MS", "-1"),
         ("DUPLICATE_WINDOW_MS", "7d"),
-        pytest.param(
-            "WEB_PORT",
-            "70000",
-            marks=pytest.mark.xfail(strict=True, reason="BUG: WEB_PORT above 65535 is accepted"),
-        ),
-        pytest.param(
-            "BATCH_SECONDS",
-            "-1",
-            marks=pytest.mark.xfail(strict=True, reason="BUG: a negative BATCH_SECONDS is accepted"),
-        ),
-        pytest.param(
-            "COMMIT_INTERVAL_SECONDS",
-            "0",
-            marks=pytest.mark.xfail(strict=True, reason="BUG: COMMIT_INTERVAL_SECONDS <= 0 is accepted"),
-        ),
-        pytest.param(
-            "COMMIT_INTERVAL_SECONDS",
-            "-5",
-            marks=pytest.mark.xfail(strict=True, reason="BUG: COMMIT_INTERVAL_SECONDS <= 0 is accepted"),
-        ),
-        pytest.param(
-            "KAFKA_SECURITY_PROTOCOL",
-            "sasl_ssl",
-            marks=pytest.mark.xfail(
-                strict=True,
-                reason="BUG: an unknown KAFKA_SECURITY_PROTOCOL passes from_env: faust_credentials maps it "
-                "to plaintext (None) and aiokafka later fails with a bare ValueError",
-            ),
-        ),
-        pytest.param(
-            "KAFKA_SECURITY_PROTOCOL",
-            "TLS",
-            marks=pytest.mark.xfail(
-                strict=True, reason="BUG: an unknown KAFKA_SECURITY_PROTOCOL passes from_env"
-            ),
-        ),
-        pytest.param(
-            "KAFKA_SASL_MECHANISM",
-            "scram-sha-256",
-            marks=pytest.mark.xfail(
-                strict=True,
-                reason="BUG: a misspelled KAFKA_SASL_MECHANISM passes from_env; faust_credentials then "
-                "uses PLAIN while aiokafka clients fail an assertion",
-            ),
-        ),
-        pytest.param(
-            "LOG_LEVEL",
-            "verbose",
-            marks=pytest.mark.xfail(strict=True, reason="BUG: LOG_LEVEL is not checked"),
-        ),
-        pytest.param(
-            "FUND_FLOORS",
-            "usdt=100",
-            marks=pytest.mark.xfail(
-                strict=True,
-                reason="BUG: FUND_* currency names are not checked against ^[A-Z0-9]{2,16}$, so a "
-                "lower-case name is silently never applied",
-            ),
-        ),
+        ("WEB_PORT", "70000"),
+        ("BATCH_SECONDS", "-1"),
+        ("COMMIT_INTERVAL_SECONDS", "0"),
+        ("COMMIT_INTERVAL_SECONDS", "-5"),
+        ("KAFKA_SECURITY_PROTOCOL", "sasl_ssl"),
+        ("KAFKA_SECURITY_PROTOCOL", "TLS"),
+        ("KAFKA_SASL_MECHANISM", "scram-sha-256"),
+        ("LOG_LEVEL", "verbose"),
+        ("FUND_FLOORS", "usdt=100"),
     ],
 )
 def test_bad_value_raises_config_error_naming_the_variable(variable: str, value: str) -> None:
@@ -389,7 +341,9 @@ def test_sasl_ssl_with_a_private_ca(certificate: dict[str, str]) -> None:
 
 
 def test_ssl_with_client_certificate(certificate: dict[str, str]) -> None:
-    settings = Settings.from_env({"KAFKA_BOOTSTRAP_SERVERS": "kafka:9094", "KAFKA_SECURITY_PROTOCOL": "SSL"} | certificate)
+    settings = Settings.from_env(
+        {"KAFKA_BOOTSTRAP_SERVERS": "kafka:9094", "KAFKA_SECURITY_PROTOCOL": "SSL"} | certificate
+    )
     options = client_options(settings)
     context = options.pop("ssl_context")
     assert options == {"bootstrap_servers": "kafka:9094", "security_protocol": "SSL"}
@@ -418,11 +372,6 @@ def test_ssl_without_files_uses_the_system_trust_store() -> None:
     assert isinstance(faust_credentials(settings.security), faust.SSLCredentials)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: KAFKA_SASL_MECHANISM other than SCRAM-* (e.g. GSSAPI, OAUTHBEARER) is accepted; "
-    "aiokafka clients get it but faust_credentials silently falls back to PLAIN",
-)
 @pytest.mark.parametrize("mechanism", ["GSSAPI", "OAUTHBEARER"])
 def test_faust_and_aiokafka_never_disagree_on_the_sasl_mechanism(mechanism: str) -> None:
     try:

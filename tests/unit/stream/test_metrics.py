@@ -102,7 +102,9 @@ def state(fund: str, balance: Decimal, sequence: int = 1) -> FundState:
     return opened._replace(balance=balance, sequence=sequence)
 
 
-def rendered(metrics: Metrics | None = None, funds: list[FundState] | None = None, lag: dict[str, int] | None = None) -> dict[str, Family]:
+def rendered(
+    metrics: Metrics | None = None, funds: list[FundState] | None = None, lag: dict[str, int] | None = None
+) -> dict[str, Family]:
     return parse_exposition(render(metrics or Metrics(), funds or [], lag or {}))
 
 
@@ -177,9 +179,14 @@ def test_balances_of_a_folded_ledger() -> None:
     ledger = Ledger(FundRules(precision={"BTC": 10}))
     ledger.fold(make_fill())
     ledger.fold(make_fill())  # a duplicate: no balance change
-    ledger.fold(make_fill(fill_id="btc-1", margin_currency="BTC", symbol="BTCUSD", fee="0", fill_price="28000"))
+    ledger.fold(
+        make_fill(fill_id="btc-1", margin_currency="BTC", symbol="BTCUSD", fee="0", fill_price="28000")
+    )
     families = rendered(funds=list(ledger.funds.values()))
-    assert families["insurance_fund_balance"].by_label("fund") == {"BTC": "0.0000000000", "USDT": "199.50000000"}
+    assert families["insurance_fund_balance"].by_label("fund") == {
+        "BTC": "0.0000000000",
+        "USDT": "199.50000000",
+    }
     assert families["insurance_fund_sequence"].by_label("fund") == {"BTC": "1", "USDT": "1"}
 
 

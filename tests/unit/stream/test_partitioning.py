@@ -1,4 +1,4 @@
-"""A fund's home partition is the one Java and aiokafka producers pick for the key ``fund``.
+"""A key's partition, and a fund's home partition, are the ones Java and aiokafka producers pick.
 
 The worker forwards a fill to ``home_partition(fund)`` of the re-partition topic and expects producers
 that key by ``margin_currency`` to have put it there already; both only hold if it is exactly Kafka's
@@ -14,7 +14,7 @@ from aiokafka.partitioner import DefaultPartitioner, murmur2
 from hypothesis import given
 from hypothesis import strategies as st
 
-from processor.stream.partitioning import home_partition
+from processor.stream.partitioning import home_partition, key_partition
 from tests.conftest import scaled
 from tests.strategies import CURRENCIES, identifiers
 
@@ -67,13 +67,14 @@ def java_partition(key: bytes, partitions: int) -> int:
 
 
 def aiokafka_partition(key: bytes, partitions: int) -> int:
-    every = list(range(partitions))
+    every = range(partitions)  # a range, not a list: partition counts up to 2**31 - 1 are drawn
     return DefaultPartitioner()(key, every, every)
 
 
 # --- known vectors, printed by the Java client --------------------------------------------------------------
 
-#: ``Utils.murmur2(key.getBytes())`` as printed by a Java program (kafkajs, partitioners/defaultJava/Test.java).
+#: ``Utils.murmur2(key.getBytes())`` as printed by a Java program
+#: (kafkajs, src/producer/partitioners/defaultJava/Test.java).
 JAVA_MURMUR2 = {
     "0": 971027396,
     "1": -1993445489,
@@ -140,9 +141,16 @@ def test_home_partition_is_the_default_partitioner(fund: str, partitions: int) -
     assert 0 <= expected < partitions
 
 
-@given(key=st.binary(max_size=64))
-def test_reference_agrees_with_aiokafka_on_any_bytes(key: bytes) -> None:
-    assert aiokafka_partition(key, 2**31 - 1) == java_partition(key, 2**31 - 1)
+@given(key=st.binary(max_size=64), partitions=st.one_of(st.integers(1, 1024), st.just(2**31 - 1)))
+def test_key_partition_is_the_default_partitioner_for_any_bytes(key: bytes, partitions: int) -> None:
+    expected = java_partition(key, partitions)
+    assert key_partition(key, partitions) == expected
+    assert aiokafka_partition(key, partitions) == expected
+
+
+@pytest.mark.parametrize(("key", "expected"), sorted(JAVA_PARTITIONS_OF_1000.items()))
+def test_key_partition_matches_the_java_producer(key: bytes, expected: int) -> None:
+    assert key_partition(key, 1000) == expected
 
 
 def test_many_random_keys_and_partition_counts() -> None:
