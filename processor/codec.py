@@ -30,7 +30,8 @@ INVALID_EVENT = "invalid_event"
 UNSUPPORTED_VERSION = "unsupported_version"
 CONFLICTING_DUPLICATE = "conflicting_duplicate"
 
-_DECIMAL_CACHE_LIMIT = 1 << 16
+_DECIMAL_CACHE_LIMIT = 1 << 12  # small enough to stay in the CPU cache
+_SYMBOL_CACHE_LIMIT = 1 << 12
 _SHOWN_VALUE_LIMIT = 60
 
 
@@ -162,12 +163,24 @@ def _integer_check(name: str, spec: Mapping[str, Any]) -> FieldCheck:
 _DECIMAL_TEXT = re.compile(r"[+-]?(?:[0-9]+(?:\.[0-9]*)?|\.[0-9]+)(?:[eE][+-]?[0-9]+)?")
 
 
-def _decimal_check(name: str, rule: Mapping[str, Any]) -> FieldCheck:
+class _DecimalRule(NamedTuple):
+    """The limits of one decimal field, read from its ``x-decimal`` schema rule."""
+
+    bound: Decimal
+    exclusive: bool
+    max_abs: Decimal
+    max_places: int
+
+    @classmethod
+    def from_schema(cls, rule: Mapping[str, Any]) -> _DecimalRule:
+        exclusive = "exclusiveMinimum" in rule
+        bound = Decimal(rule["exclusiveMinimum"] if exclusive else rule["minimum"])
+        return cls(bound, exclusive, Decimal(rule["maxAbs"]), int(rule["maxPlaces"]))
+
+
+def _decimal_check(name: str, rule: _DecimalRule) -> FieldCheck:
     """Build the check for one decimal field from its ``x-decimal`` rule."""
-    max_abs = Decimal(rule["maxAbs"])
-    max_places = int(rule["maxPlaces"])
-    exclusive = "exclusiveMinimum" in rule
-    bound = Decimal(rule["exclusiveMinimum"] if exclusive else rule["minimum"])
+    bound, exclusive, max_abs, max_places = rule
     requirement = (
         f"a decimal {'>' if exclusive else '>='} {bound} and <= {max_abs:,.0f} "
         f"with at most {max_places} digits after the point"
@@ -211,6 +224,7 @@ class _Field(NamedTuple):
     check: FieldCheck
     required: bool
     default: Any
+    decimal: _DecimalRule | None
 
 
 def _resolve(schema: Mapping[str, Any], spec: Mapping[str, Any]) -> Mapping[str, Any]:
@@ -223,11 +237,11 @@ def _resolve(schema: Mapping[str, Any], spec: Mapping[str, Any]) -> Mapping[str,
     return _resolve(schema, schema["$defs"][ref.removeprefix(prefix)])
 
 
-def _decimal_rule(schema: Mapping[str, Any], spec: Mapping[str, Any]) -> Mapping[str, Any] | None:
+def _decimal_rule(schema: Mapping[str, Any], spec: Mapping[str, Any]) -> _DecimalRule | None:
     """Find the ``x-decimal`` rule of a property, following $ref and anyOf."""
     resolved = _resolve(schema, spec)
     if "x-decimal" in resolved:
-        return resolved["x-decimal"]
+        return _DecimalRule.from_schema(resolved["x-decimal"])
     for option in resolved.get("anyOf", ()):
         rule = _decimal_rule(schema, option)
         if rule is not None:
@@ -251,7 +265,7 @@ def _build_field(schema: Mapping[str, Any], name: str, spec: Mapping[str, Any], 
     default = spec.get("default")
     if not required and default is None:
         raise SchemaError(f"optional property {name!r} needs a default")
-    return _Field(name, check, required, check(default) if default is not None else None)
+    return _Field(name, check, required, check(default) if default is not None else None, rule)
 
 
 class FillDecoder:
@@ -280,24 +294,23 @@ class FillDecoder:
         return cls(schema)
 
     def decode(self, data: bytes | None) -> LiquidationFill | Rejection:
+        fill = self._fast(data)
+        return fill if fill is not None else self._decode_carefully(data)
+
+    def _decode_carefully(self, data: bytes | None) -> LiquidationFill | Rejection:
+        """Everything the fast path did not accept outright: parse again and take the reference path."""
         if data is None:
             return Rejection(INVALID_JSON, "message has no value (null); expected a JSON object")
         try:
             document = orjson.loads(data)
         except orjson.JSONDecodeError:
-            # Valid JSON orjson refuses (numbers beyond a double, lone surrogates) takes the
-            # reference path only: the fast path assumes orjson's types.
+            # Valid JSON orjson refuses (numbers beyond a double, lone surrogates).
             document = _parse_beyond_orjson(data)
             if isinstance(document, Rejection):
                 return document
-            if type(document) is not dict:
-                return Rejection(
-                    INVALID_EVENT, f"message must be a JSON object, got {_describe_type(document)}"
-                )
-            return self.from_document(document)
         if type(document) is not dict:
             return Rejection(INVALID_EVENT, f"message must be a JSON object, got {_describe_type(document)}")
-        return self._fast(document) or self.from_document(document)
+        return self.from_document(document)
 
     def from_document(self, document: dict[str, Any]) -> LiquidationFill | Rejection:
         """Check every field in schema order; the reference path, which also words the rejections."""
@@ -336,10 +349,62 @@ class FillDecoder:
         return fill
 
 
+class _DecimalField:
+    """One decimal field on the fast path: a cheap check for new texts, and a cache of accepted ones
+    for fields whose values repeat (``cached``).
+
+    A text of at most ``max_places + 1`` ASCII digits with at most one point cannot have too many
+    places, and when the rule's minimum is 0 only its value is left to check; every other spelling
+    (signs, exponents, numbers, long texts, other minimums) takes the field's full check.
+    """
+
+    __slots__ = ("cache", "cached", "check", "default", "max_abs", "nonzero", "short")
+
+    def __init__(self, field: _Field, *, cached: bool) -> None:
+        rule = field.decimal
+        if rule is None:
+            raise SchemaError(f"property {field.name!r} is not a decimal")
+        self.cache: dict[str, Decimal] = {}  # stays empty unless ``cached``
+        self.cached = cached
+        self.check = field.check
+        self.default = field.default
+        self.max_abs = rule.max_abs
+        self.nonzero = rule.exclusive
+        self.short = rule.max_places + 1 if rule.bound == 0 else -1
+
+    def accept(self, value: Any) -> Decimal | None:
+        """The value of a text (not in the cache), of a number, or the default for null; or ``None``."""
+        if (
+            type(value) is str
+            and len(value) <= self.short
+            and value.isascii()
+            and value.replace(".", "", 1).isdigit()
+        ):
+            number = Decimal(value)
+            if number > self.max_abs or (self.nonzero and not number):
+                return None
+        elif value is None:
+            return self.default
+        else:
+            try:
+                number = self.check(value)
+            except _FieldError:
+                return None
+            if type(value) is not str:
+                return number
+        if self.cached:
+            cache = self.cache
+            if len(cache) >= _DECIMAL_CACHE_LIMIT:
+                cache.clear()
+            cache[value] = number
+        return number
+
+
 def _fast_path(
     fields: Mapping[str, _Field], properties: Mapping[str, Any]
-) -> Callable[[dict[str, Any]], LiquidationFill | None]:
-    """Build the hot path: the same rules as ``from_document``, unrolled, with caches of accepted values.
+) -> Callable[[bytes | None], LiquidationFill | None]:
+    """Build the hot path: parse, then the same rules as ``from_document``, unrolled, with caches of
+    accepted values.
 
     It returns ``None`` for anything it does not accept outright; ``from_document`` then decides and
     words the rejection, so the two paths cannot disagree on a verdict (the fuzz tests check it).
@@ -353,116 +418,112 @@ def _fast_path(
     liquidation_id_min, liquidation_id_max = bounds("liquidation_id")
     symbol_min, symbol_max = bounds("symbol")
     currency_check = fields["margin_currency"].check
-    currencies: set[str] = set()
+    # Accepted currencies and symbols, each mapped to one shared instance: a fund's fills then share
+    # their strings (less to keep in the duplicate window) and hash them once.
+    currencies: dict[str, str] = {}
+    symbols: dict[str, str] = {}
     sides = {side: side for side in properties["side"]["enum"] if side is not None}
     contract_types = {kind: kind for kind in properties["contract_type"]["enum"] if kind is not None}
-    default_contract_type = fields["contract_type"].default
-    timestamp_check = fields["timestamp"].check
+    contract_types[None] = fields["contract_type"].default  # absent or null: the default
+    timestamp_minimum = properties["timestamp"].get("minimum", 0)
     timestamp_maximum = properties["timestamp"].get("maximum", 1 << 63)
-    decimal_names = (
-        "contract_size",
-        "bankruptcy_price",
-        "fill_price",
-        "quantity",
-        "unfilled_quantity",
-        "fee",
-    )
-    checks = [fields[name].check for name in decimal_names]
-    defaults = [fields[name].default for name in decimal_names]
-    caches: list[dict[str, Decimal]] = [{} for _ in decimal_names]
-    new_fill = tuple.__new__
+    # Sizes, bankruptcy prices (shared by a liquidation's fills) and quantities repeat; the exit
+    # price and the fee of a fill are nearly always new, so caching them would only cost.
+    contract_size = _DecimalField(fields["contract_size"], cached=True)
+    bankruptcy_price = _DecimalField(fields["bankruptcy_price"], cached=True)
+    quantity = _DecimalField(fields["quantity"], cached=True)
+    unfilled_quantity = _DecimalField(fields["unfilled_quantity"], cached=True)
+    fill_price = _DecimalField(fields["fill_price"], cached=False)
+    fee = _DecimalField(fields["fee"], cached=False)
+    contract_sizes, bankruptcy_prices = contract_size.cache, bankruptcy_price.cache
+    quantities, unfilled_quantities = quantity.cache, unfilled_quantity.cache
+    loads, new_fill = orjson.loads, tuple.__new__
 
-    def decimal_value(index: int, value: Any) -> Decimal | None:
-        if value is None:
-            return defaults[index]
-        if type(value) is str:
-            cached = caches[index].get(value)
-            if cached is not None:
-                return cached
+    def fast(data: bytes | None) -> LiquidationFill | None:
         try:
-            number: Decimal = checks[index](value)
-        except _FieldError:
-            return None
-        if type(value) is str:
-            cache = caches[index]
-            if len(cache) >= _DECIMAL_CACHE_LIMIT:
-                cache.clear()
-            cache[value] = number
-        return number
-
-    def fast(document: dict[str, Any]) -> LiquidationFill | None:
-        get = document.get
-        version = get("version")
-        if version is not None and (type(version) is not int or version != SUPPORTED_VERSION):
-            return None
-        fill_id = get("fill_id")
-        liquidation_id = get("liquidation_id")
-        symbol = get("symbol")
-        currency = get("margin_currency")
-        if (
-            type(fill_id) is not str
-            or not fill_id_min <= len(fill_id) <= fill_id_max
-            or type(liquidation_id) is not str
-            or not liquidation_id_min <= len(liquidation_id) <= liquidation_id_max
-            or type(symbol) is not str
-            or not symbol_min <= len(symbol) <= symbol_max
-            or type(currency) is not str
-        ):
-            return None
-        if currency not in currencies:
-            try:
-                currency_check(currency)
-            except _FieldError:
+            document = loads(data)  # type: ignore[arg-type]
+            get = document.get
+            version = get("version")
+            if version is not None and (type(version) is not int or version != SUPPORTED_VERSION):
                 return None
-            currencies.add(currency)
-        side = get("side")
-        side = sides.get(side) if type(side) is str else None
-        contract_type = get("contract_type")
-        if contract_type is None:
-            contract_type = default_contract_type
-        else:
-            contract_type = contract_types.get(contract_type) if type(contract_type) is str else None
-        timestamp = get("timestamp")
-        if type(timestamp) is not int:
-            try:
-                timestamp = timestamp_check(timestamp)
-            except _FieldError:
+            fill_id = get("fill_id")
+            liquidation_id = get("liquidation_id")
+            if (
+                type(fill_id) is not str
+                or not fill_id_min <= len(fill_id) <= fill_id_max
+                or type(liquidation_id) is not str
+                or not liquidation_id_min <= len(liquidation_id) <= liquidation_id_max
+            ):
                 return None
-        elif not 0 <= timestamp <= timestamp_maximum:
+            symbol = get("symbol")
+            known_symbol = symbols.get(symbol)
+            if known_symbol is None:
+                if type(symbol) is not str or not symbol_min <= len(symbol) <= symbol_max:
+                    return None
+                if len(symbols) >= _SYMBOL_CACHE_LIMIT:
+                    symbols.clear()
+                known_symbol = symbols[symbol] = symbol
+            currency = get("margin_currency")
+            known_currency = currencies.get(currency)
+            if known_currency is None:
+                try:
+                    known_currency = currencies[currency] = currency_check(currency)
+                except _FieldError:
+                    return None
+            side = sides.get(get("side"))
+            contract_type = contract_types.get(get("contract_type"))
+            timestamp = get("timestamp")
+            if (
+                side is None
+                or contract_type is None
+                or type(timestamp) is not int
+                or not timestamp_minimum <= timestamp <= timestamp_maximum
+            ):
+                return None
+            # A cache lookup per decimal; only a text never seen before pays for the check.
+            value = get("contract_size")
+            size = contract_sizes.get(value)
+            if size is None and (size := contract_size.accept(value)) is None:
+                return None
+            value = get("bankruptcy_price")
+            bankruptcy = bankruptcy_prices.get(value)
+            if bankruptcy is None and (bankruptcy := bankruptcy_price.accept(value)) is None:
+                return None
+            price = fill_price.accept(get("fill_price"))
+            if price is None:
+                return None
+            value = get("quantity")
+            closed = quantities.get(value)
+            if closed is None and (closed := quantity.accept(value)) is None:
+                return None
+            value = get("unfilled_quantity")
+            unfilled = unfilled_quantities.get(value)
+            if unfilled is None and (unfilled := unfilled_quantity.accept(value)) is None:
+                return None
+            cost = fee.accept(get("fee"))
+            if cost is None:
+                return None
+        except (orjson.JSONDecodeError, AttributeError, TypeError):
+            # Not JSON, not an object (no ``get``), or a value that cannot be a key (an array or
+            # object where a scalar belongs): the careful path words the rejection.
             return None
-        contract_size = decimal_value(0, get("contract_size"))
-        bankruptcy_price = decimal_value(1, get("bankruptcy_price"))
-        fill_price = decimal_value(2, get("fill_price"))
-        quantity = decimal_value(3, get("quantity"))
-        unfilled_quantity = decimal_value(4, get("unfilled_quantity"))
-        fee = decimal_value(5, get("fee"))
-        if (
-            side is None
-            or contract_type is None
-            or contract_size is None
-            or bankruptcy_price is None
-            or fill_price is None
-            or quantity is None
-            or unfilled_quantity is None
-            or fee is None
-            or (not quantity and not unfilled_quantity)
-        ):
+        if not closed and not unfilled:
             return None
         return new_fill(
             LiquidationFill,
             (
                 fill_id,
                 liquidation_id,
-                symbol,
-                currency,
+                known_symbol,
+                known_currency,
                 side,
                 contract_type,
-                contract_size,
-                bankruptcy_price,
-                fill_price,
-                quantity,
-                unfilled_quantity,
-                fee,
+                size,
+                bankruptcy,
+                price,
+                closed,
+                unfilled,
+                cost,
                 timestamp,
                 SUPPORTED_VERSION,
             ),
@@ -494,7 +555,18 @@ def _parse_beyond_orjson(data: bytes) -> Any:
 def amount_text(value: Decimal) -> str:
     """Fixed-point text of a value already rounded to the fund's precision."""
     text = str(value)
-    return text if "E" not in text else format(value, "f")
+    return text if "E" not in text else _fixed(value, text)
+
+
+# The zero of each precision above 6 places, which ``str`` writes in exponent notation ("0E-8").
+_FIXED_ZEROS = {
+    str(zero): format(zero, "f") for zero in (Decimal(0).scaleb(-places) for places in range(7, 64))
+}
+
+
+def _fixed(value: Decimal, text: str) -> str:
+    """Fixed-point text of a value whose ``str`` is ``text``, in exponent notation (zero or tiny)."""
+    return _FIXED_ZEROS.get(text) or format(value, "f")
 
 
 def _exact(value: Decimal, policy: FundPolicy) -> str:
@@ -503,27 +575,62 @@ def _exact(value: Decimal, policy: FundPolicy) -> str:
     The text depends on the value only: 2.5, "2.50" and "2.5000000000" all render "2.50000000".
     """
     rounded = value.quantize(policy.quantum, ROUND_HALF_EVEN, EXACT)
-    return format(rounded if rounded == value else value.normalize(EXACT), "f")
+    return amount_text(rounded) if rounded == value else format(value.normalize(EXACT), "f")
 
 
 def delta_document(delta: FundDelta) -> dict[str, Any]:
+    """The delta as its JSON object; the hot path, so ``str`` is called inline (it is several times
+    faster than ``format``) and only a text in exponent notation is rewritten."""
+    (
+        fund,
+        symbol,
+        liquidation_id,
+        fill_id,
+        delta_type,
+        gross_pnl,
+        fee,
+        net,
+        amount,
+        shortfall,
+        balance_before,
+        balance_after,
+        sequence,
+        timestamp,
+    ) = delta
+    gross_text, fee_text, net_text = str(gross_pnl), str(fee), str(net)
+    paid_text = net_text if amount is net else str(amount)
+    shortfall_text, before_text, after_text = str(shortfall), str(balance_before), str(balance_after)
+    if "E" in gross_text:
+        gross_text = _fixed(gross_pnl, gross_text)
+    if "E" in fee_text:
+        fee_text = _fixed(fee, fee_text)
+    if "E" in net_text:
+        net_text = _fixed(net, net_text)
+    if "E" in paid_text:
+        paid_text = _fixed(amount, paid_text)
+    if "E" in shortfall_text:
+        shortfall_text = _fixed(shortfall, shortfall_text)
+    if "E" in before_text:
+        before_text = _fixed(balance_before, before_text)
+    if "E" in after_text:
+        after_text = _fixed(balance_after, after_text)
     return {
-        "delta_id": delta.fill_id,
-        "fund": delta.fund,
-        "margin_currency": delta.fund,
-        "symbol": delta.symbol,
-        "liquidation_id": delta.liquidation_id,
-        "fill_id": delta.fill_id,
-        "type": delta.type,
-        "gross_pnl": amount_text(delta.gross_pnl),
-        "fee": amount_text(delta.fee),
-        "net": amount_text(delta.net),
-        "amount": amount_text(delta.amount),
-        "shortfall": amount_text(delta.shortfall),
-        "balance_before": amount_text(delta.balance_before),
-        "balance_after": amount_text(delta.balance_after),
-        "sequence": delta.sequence,
-        "timestamp": delta.timestamp,
+        "delta_id": fill_id,
+        "fund": fund,
+        "margin_currency": fund,
+        "symbol": symbol,
+        "liquidation_id": liquidation_id,
+        "fill_id": fill_id,
+        "type": delta_type,
+        "gross_pnl": gross_text,
+        "fee": fee_text,
+        "net": net_text,
+        "amount": paid_text,
+        "shortfall": shortfall_text,
+        "balance_before": before_text,
+        "balance_after": after_text,
+        "sequence": sequence,
+        "timestamp": timestamp,
         "version": OUTPUT_VERSION,
     }
 
@@ -534,7 +641,7 @@ def encode_delta(delta: FundDelta) -> bytes:
 
 def trigger_document(trigger: AdlTrigger, policy: FundPolicy) -> dict[str, Any]:
     return {
-        "trigger_id": trigger.trigger_id,
+        "trigger_id": "adl-" + trigger.fill_id,
         "fund": trigger.fund,
         "margin_currency": trigger.fund,
         "symbol": trigger.symbol,
@@ -627,6 +734,16 @@ def decode_state(document: Mapping[str, Any]) -> FundState:
         last_timestamp=document["last_timestamp"],
         by_symbol={symbol: Decimal(amount) for symbol, amount in document["by_symbol"].items()},
     )
+
+
+def event_timestamp(data: bytes | None) -> int | None:
+    """The ``timestamp`` of a message that has an integer one (for point-in-time replays), else ``None``."""
+    try:
+        document = orjson.loads(data) if data is not None else None
+    except orjson.JSONDecodeError:
+        return None
+    timestamp = document.get("timestamp") if type(document) is dict else None
+    return timestamp if type(timestamp) is int else None
 
 
 def loads(data: bytes | str) -> Any:

@@ -10,6 +10,8 @@ from processor import codec
 from processor.codec import DeadLetter, FillDecoder, Rejection
 from processor.domain.ledger import Ledger
 
+_new = tuple.__new__
+
 
 class Emitted(NamedTuple):
     """The encoded outputs of one input message; at most one of ``delta`` and ``dead_letter``."""
@@ -43,22 +45,22 @@ class Pipeline:
             return Emitted(
                 None, None, dead_letter=self._dead_letter(fill, value, key, topic, partition, offset)
             )
-        outcome = self.ledger.fold(fill)
-        if outcome.conflict is not None:
-            rejection = Rejection(codec.CONFLICTING_DUPLICATE, outcome.conflict)
+        _, delta, trigger, conflict = self.ledger.fold(fill)
+        if delta is None:
+            if conflict is None:
+                return Emitted(fill.margin_currency, fill.symbol)
+            rejection = Rejection(codec.CONFLICTING_DUPLICATE, conflict)
             letter = self._dead_letter(rejection, value, key, topic, partition, offset)
             return Emitted(fill.margin_currency, fill.symbol, dead_letter=letter)
-        if outcome.delta is None:
-            return Emitted(fill.margin_currency, fill.symbol)
-        trigger = outcome.trigger
-        return Emitted(
-            fill.margin_currency,
-            fill.symbol,
-            delta=codec.encode_delta(outcome.delta),
-            trigger=(
-                codec.encode_trigger(trigger, self.ledger.policy(trigger.fund))
-                if trigger is not None
-                else None
+        # Positional construction: keywords would cost more than encoding the trigger.
+        return _new(
+            Emitted,
+            (
+                fill.margin_currency,
+                fill.symbol,
+                codec.encode_delta(delta),
+                None if trigger is None else codec.encode_trigger(trigger, self.ledger.policy(trigger.fund)),
+                None,
             ),
         )
 

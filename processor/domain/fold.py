@@ -98,12 +98,12 @@ def apply(
         gross_exact = move * contracts
     else:
         gross_exact = contracts * move / (bankruptcy_price * fill_price)
-    # Adding a positive zero turns a rounded -0 into 0, so no output ever reads "-0.00000000".
-    gross_pnl = gross_exact.quantize(quantum, _ROUND) + zero
+    # A rounded -0 becomes the fund's (positive) zero, so no output ever reads "-0.00000000".
+    gross_pnl = gross_exact.quantize(quantum, _ROUND) or zero
     fee = fill_fee.quantize(quantum, _ROUND)
     net = gross_pnl - fee
 
-    if net >= 0:
+    if net >= zero:
         delta_type = "liquidation_surplus"
         amount = net
         paid = shortfall = zero
@@ -113,7 +113,7 @@ def apply(
         delta_type = "bankruptcy_loss"
         loss = -net
         available = balance_before - floor
-        paid = (loss if loss < available else available) if available > 0 else zero
+        paid = (loss if loss < available else available) if available > zero else zero
         amount = zero - paid
         shortfall = loss - paid
     balance_after = balance_before + amount

@@ -30,12 +30,15 @@ class DuplicateWindow:
     collection walk millions of objects.
     """
 
-    __slots__ = ("_expiry", "_fills", "newest_timestamp", "window_ms")
+    __slots__ = ("_expiry_ids", "_expiry_timestamps", "_fills", "newest_timestamp", "window_ms")
 
     def __init__(self, window_ms: int = DEFAULT_DUPLICATE_WINDOW_MS) -> None:
         self.window_ms = window_ms
         self._fills: dict[str, tuple[object, ...]] = {}
-        self._expiry: deque[tuple[int, str]] = deque()
+        # When each fill was remembered, oldest first: two deques rather than one of pairs, so
+        # remembering a fill allocates nothing the window has to keep.
+        self._expiry_timestamps: deque[int] = deque()
+        self._expiry_ids: deque[str] = deque()
         self.newest_timestamp = -1
 
     def __len__(self) -> int:
@@ -52,18 +55,20 @@ class DuplicateWindow:
         timestamp = fill.timestamp
         fill_id = fill.fill_id
         self._fills[fill_id] = fill[:]  # slicing a NamedTuple gives a plain tuple
-        expiry = self._expiry
-        expiry.append((timestamp, fill_id))
+        timestamps = self._expiry_timestamps
+        timestamps.append(timestamp)
+        self._expiry_ids.append(fill_id)
         if timestamp > self.newest_timestamp:
             self.newest_timestamp = timestamp
             horizon = timestamp - self.window_ms
-            if expiry[0][0] < horizon:
+            if timestamps[0] < horizon:
                 self._forget_before(horizon)
 
     def _forget_before(self, horizon: int) -> None:
-        expiry, fills = self._expiry, self._fills
-        while expiry and expiry[0][0] < horizon:
-            _, fill_id = expiry.popleft()
+        timestamps, ids, fills = self._expiry_timestamps, self._expiry_ids, self._fills
+        while timestamps and timestamps[0] < horizon:
+            timestamps.popleft()
+            fill_id = ids.popleft()
             remembered = fills.get(fill_id)
             if remembered is not None and remembered[_TIMESTAMP] < horizon:  # type: ignore[operator]
                 del fills[fill_id]
