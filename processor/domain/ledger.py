@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from collections import deque
 from collections.abc import Iterator, Mapping
+from heapq import heappop, heappush
 
 from processor.domain.events import LiquidationFill
 from processor.domain.fold import Outcome, apply
@@ -20,25 +21,29 @@ _as_fill = LiquidationFill._make
 
 
 class DuplicateWindow:
-    """The fills applied to one fund, remembered for at least ``window_ms`` of event time.
+    """The fills applied to one fund, remembered for exactly ``window_ms`` of event time.
 
-    A fill is forgotten once the fund has seen an event more than ``window_ms`` newer than it, so a
-    re-sent fill is always recognised within the window whatever order the timestamps come in.
+    A fill is forgotten once the fund has seen an event more than ``window_ms`` newer than it, and
+    not before, whatever order the timestamps come in: what is remembered depends only on the set
+    of fills applied, so a worker that restores its window from the table after a restart remembers
+    exactly what an uninterrupted run does.
 
     Fills are kept as plain tuples: the garbage collector untracks a plain tuple of strings, numbers
     and decimals, but never a ``NamedTuple``, and a week of fills would otherwise make every full
     collection walk millions of objects.
     """
 
-    __slots__ = ("_expiry_ids", "_expiry_timestamps", "_fills", "newest_timestamp", "window_ms")
+    __slots__ = ("_expiry_ids", "_expiry_timestamps", "_fills", "_late", "newest_timestamp", "window_ms")
 
     def __init__(self, window_ms: int = DEFAULT_DUPLICATE_WINDOW_MS) -> None:
         self.window_ms = window_ms
         self._fills: dict[str, tuple[object, ...]] = {}
-        # When each fill was remembered, oldest first: two deques rather than one of pairs, so
+        # Fills in timestamp order as they usually arrive: two deques rather than one of pairs, so
         # remembering a fill allocates nothing the window has to keep.
         self._expiry_timestamps: deque[int] = deque()
         self._expiry_ids: deque[str] = deque()
+        # Fills older than the last one queued above: a heap, so they are forgotten on time too.
+        self._late: list[tuple[int, str]] = []
         self.newest_timestamp = -1
 
     def __len__(self) -> int:
@@ -56,22 +61,29 @@ class DuplicateWindow:
         fill_id = fill.fill_id
         self._fills[fill_id] = fill[:]  # slicing a NamedTuple gives a plain tuple
         timestamps = self._expiry_timestamps
-        timestamps.append(timestamp)
-        self._expiry_ids.append(fill_id)
+        if not timestamps or timestamp >= timestamps[-1]:
+            timestamps.append(timestamp)
+            self._expiry_ids.append(fill_id)
+        else:
+            heappush(self._late, (timestamp, fill_id))
         if timestamp > self.newest_timestamp:
             self.newest_timestamp = timestamp
             horizon = timestamp - self.window_ms
-            if timestamps[0] < horizon:
+            if timestamps[0] < horizon or (self._late and self._late[0][0] < horizon):
                 self._forget_before(horizon)
 
     def _forget_before(self, horizon: int) -> None:
-        timestamps, ids, fills = self._expiry_timestamps, self._expiry_ids, self._fills
+        timestamps, ids, late = self._expiry_timestamps, self._expiry_ids, self._late
         while timestamps and timestamps[0] < horizon:
             timestamps.popleft()
-            fill_id = ids.popleft()
-            remembered = fills.get(fill_id)
-            if remembered is not None and remembered[_TIMESTAMP] < horizon:  # type: ignore[operator]
-                del fills[fill_id]
+            self._forget(ids.popleft(), horizon)
+        while late and late[0][0] < horizon:
+            self._forget(heappop(late)[1], horizon)
+
+    def _forget(self, fill_id: str, horizon: int) -> None:
+        remembered = self._fills.get(fill_id)
+        if remembered is not None and remembered[_TIMESTAMP] < horizon:  # type: ignore[operator]
+            del self._fills[fill_id]
 
 
 class Ledger:

@@ -394,13 +394,6 @@ def test_flush_counts_every_record_it_writes() -> None:
         assert book.flush() == tables.changes() - before
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: after a restart the book forgets out-of-order fills that the uninterrupted Ledger still "
-    "remembers (DuplicateWindow only forgets from the front of its insertion-ordered deque, the book "
-    "deletes every segment older than the horizon), so a late re-send is applied again by a restarted "
-    "worker but is a duplicate in a replay: live and replayed deltas and balances differ",
-)
 def test_a_restart_never_changes_what_an_old_resend_does() -> None:
     stream = [usdt(1, T + 5000), usdt(2, T + 100), usdt(3, T + 6000)]
     tables = Tables(window_ms=1000)
