@@ -5,7 +5,7 @@ from __future__ import annotations
 import sys
 import time
 from collections.abc import Iterable, Iterator
-from contextlib import ExitStack
+from contextlib import ExitStack, contextmanager
 from io import BufferedReader
 from pathlib import Path
 from typing import IO, BinaryIO, NamedTuple, cast
@@ -59,6 +59,63 @@ class _Sinks:
                     lines.append(b"")
                     sink.write(b"\n".join(lines))
                 lines.clear()
+
+
+class Recorder:
+    """Count what a replay emits and write it to the files asked for, a chunk at a time.
+
+    Output lines are collected and written every 1024 messages: one write per line costs more than
+    encoding the line. File and topic replays both record through this.
+    """
+
+    def __init__(self, sinks: _Sinks, progress: Progress | None) -> None:
+        self.sinks = sinks
+        self.progress = progress
+        self.started = time.perf_counter()
+        self.messages = self.deltas = self.triggers = self.dead_letters = 0
+        self.expected: int | None = None
+        self._delta_lines: list[bytes] = []
+        self._trigger_lines: list[bytes] = []
+        self._dead_letter_lines: list[bytes] = []
+
+    def take(self, emitted: Emitted) -> None:
+        self.messages += 1
+        if emitted.delta is not None:
+            self.deltas += 1
+            self._delta_lines.append(emitted.delta)
+            if emitted.trigger is not None:
+                self.triggers += 1
+                self._trigger_lines.append(emitted.trigger)
+        elif emitted.dead_letter is not None:
+            self.dead_letters += 1
+            self._dead_letter_lines.append(emitted.dead_letter)
+        if not self.messages & 0x3FF:
+            self.flush()
+            if self.progress is not None:
+                self.progress.update(self.messages, self.expected)
+
+    def flush(self) -> None:
+        self.sinks.write(self._delta_lines, self._trigger_lines, self._dead_letter_lines)
+
+    def totals(self) -> ReplayTotals:
+        seconds = time.perf_counter() - self.started
+        return ReplayTotals(self.messages, self.deltas, self.triggers, self.dead_letters, seconds)
+
+
+@contextmanager
+def recording(
+    pipeline: Pipeline, outputs: OutputFiles, progress: Progress | None = None
+) -> Iterator[Recorder]:
+    """Open the output files, fold in the exact decimal context, and on success write the state file."""
+    with ExitStack() as stack:
+        stack.enter_context(exact_arithmetic())
+        recorder = Recorder(_Sinks(stack, outputs), progress)
+        yield recorder
+        recorder.flush()
+    if progress is not None:
+        progress.finish()
+    if outputs.state is not None:
+        write_state(outputs.state, pipeline.ledger.funds.values())
 
 
 def read_lines(source: str) -> Iterator[bytes]:
@@ -127,39 +184,11 @@ def replay_lines(
     progress: Progress | None = None,
 ) -> ReplayTotals:
     """Fold every line; a blank or bad line goes to the dead letters with its 1-based line number."""
-    started = time.perf_counter()
-    messages = deltas = triggers = dead_letters = 0
-    with ExitStack() as stack:
-        stack.enter_context(exact_arithmetic())
-        sinks = _Sinks(stack, outputs)
-        # Output lines are collected and written a batch at a time: one write per line costs
-        # more than encoding the line.
-        delta_lines: list[bytes] = []
-        trigger_lines: list[bytes] = []
-        dead_letter_lines: list[bytes] = []
-        process = pipeline.process
+    with recording(pipeline, outputs, progress) as recorder:
+        process, take = pipeline.process, recorder.take
         for number, line in enumerate(lines, start=1):
-            emitted: Emitted = process(line, None, source_name, None, number)
-            messages += 1
-            if emitted.delta is not None:
-                deltas += 1
-                delta_lines.append(emitted.delta)
-                if emitted.trigger is not None:
-                    triggers += 1
-                    trigger_lines.append(emitted.trigger)
-            elif emitted.dead_letter is not None:
-                dead_letters += 1
-                dead_letter_lines.append(emitted.dead_letter)
-            if not messages & 0x3FF:
-                sinks.write(delta_lines, trigger_lines, dead_letter_lines)
-                if progress is not None:
-                    progress.update(messages)
-        sinks.write(delta_lines, trigger_lines, dead_letter_lines)
-    if progress is not None:
-        progress.finish()
-    if outputs.state is not None:
-        write_state(outputs.state, pipeline.ledger.funds.values())
-    return ReplayTotals(messages, deltas, triggers, dead_letters, time.perf_counter() - started)
+            take(process(line, None, source_name, None, number))
+    return recorder.totals()
 
 
 def write_state(path: Path, states: Iterable[FundState]) -> None:

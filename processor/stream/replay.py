@@ -7,7 +7,6 @@ to the end offsets captured when the replay began, so it always terminates.
 from __future__ import annotations
 
 import asyncio
-import time
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from typing import Any
@@ -16,10 +15,8 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 
 from processor import codec
 from processor.config import Settings
-from processor.domain.fold import exact_arithmetic
-from processor.pipeline import Pipeline
-from processor.replay import OutputFiles, Progress, ReplayTotals, write_state
-from processor.sinks import open_sinks
+from processor.pipeline import Emitted, Pipeline
+from processor.replay import OutputFiles, Progress, ReplayTotals, recording
 from processor.stream.kafka import client_options
 
 
@@ -110,7 +107,15 @@ class _Publisher:
         )
         await self.producer.start()
 
-    async def send(self, kind: str, key: bytes | None, value: bytes) -> None:
+    async def publish(self, emitted: Emitted, input_key: bytes | None) -> None:
+        if emitted.delta is not None:
+            await self._send("deltas", (emitted.fund or "").encode(), emitted.delta)
+            if emitted.trigger is not None:
+                await self._send("adl", (emitted.symbol or "").encode(), emitted.trigger)
+        elif emitted.dead_letter is not None:
+            await self._send("dlq", input_key, emitted.dead_letter)
+
+    async def _send(self, kind: str, key: bytes | None, value: bytes) -> None:
         self.pending.append(await self.producer.send(self.topics[kind], value=value, key=key))
         if len(self.pending) >= 10_000:
             await self.flush()
@@ -136,46 +141,29 @@ async def replay_topic(
 ) -> ReplayTotals:
     """Fold the topic; with ``until_timestamp_ms``, only fills whose event time is at or before it
     (and bad messages whose record time is), so the state is each fund as of that moment."""
-    started = time.perf_counter()
-    messages = deltas = triggers = dead_letters = 0
-    total: list[int] = [0]
     publisher = _Publisher(settings, emit_prefix) if emit_prefix else None
     if publisher is not None:
         await publisher.start()
     try:
-        with open_sinks(outputs) as sinks, exact_arithmetic():
+        with recording(pipeline, outputs, progress) as recorder:
+
+            def expect(total: int) -> None:
+                recorder.expected = total
+
             async for value, key, source, partition, offset, record_ms in read_topic(
-                settings, topic, start, on_total=lambda n: total.__setitem__(0, n)
+                settings, topic, start, expect
             ):
-                messages += 1
                 if until_timestamp_ms is not None and _after(value, record_ms, until_timestamp_ms):
+                    recorder.messages += 1
                     continue
                 emitted = pipeline.process(value, key, source, partition, offset)
-                if emitted.delta is not None:
-                    deltas += 1
-                    sinks.write_delta(emitted.delta)
-                    if publisher is not None:
-                        await publisher.send("deltas", (emitted.fund or "").encode(), emitted.delta)
-                    if emitted.trigger is not None:
-                        triggers += 1
-                        sinks.write_trigger(emitted.trigger)
-                        if publisher is not None:
-                            await publisher.send("adl", (emitted.symbol or "").encode(), emitted.trigger)
-                elif emitted.dead_letter is not None:
-                    dead_letters += 1
-                    sinks.write_dead_letter(emitted.dead_letter)
-                    if publisher is not None:
-                        await publisher.send("dlq", key, emitted.dead_letter)
-                if progress is not None and not messages & 0x3FF:
-                    progress.update(messages, total[0])
+                recorder.take(emitted)
+                if publisher is not None:
+                    await publisher.publish(emitted, key)
     finally:
         if publisher is not None:
             await publisher.stop()
-    if progress is not None:
-        progress.finish()
-    if outputs.state is not None:
-        write_state(outputs.state, pipeline.ledger.funds.values())
-    return ReplayTotals(messages, deltas, triggers, dead_letters, time.perf_counter() - started)
+    return recorder.totals()
 
 
 def _after(value: bytes | None, record_ms: int, until_ms: int) -> bool:
