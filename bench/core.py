@@ -12,6 +12,7 @@ from pathlib import Path
 import orjson
 
 from bench.generate import lines
+from processor import codec
 from processor.codec import FillDecoder
 from processor.domain.fold import exact_arithmetic
 from processor.domain.ledger import Ledger
@@ -56,9 +57,53 @@ def file_replay(path: Path, out: Path) -> float:
     return time.perf_counter() - started
 
 
+def stage_times(messages: list[bytes]) -> list[tuple[str, float]]:
+    """Seconds per stage, by difference between runs that stop after parsing, decoding, folding and
+    encoding (each from a fresh decoder and ledger, as in ``in_process``)."""
+    loads = orjson.loads
+    started = time.perf_counter()
+    for message in messages:
+        loads(message)
+    parse = time.perf_counter() - started
+
+    decode = FillDecoder.from_schema_dir().decode
+    started = time.perf_counter()
+    for message in messages:
+        decode(message)
+    decoded = time.perf_counter() - started
+
+    decode = FillDecoder.from_schema_dir().decode
+    fold = Ledger().fold
+    with exact_arithmetic():
+        started = time.perf_counter()
+        for message in messages:
+            fold(decode(message))  # type: ignore[arg-type]  # the generated fills are all valid
+        folded = time.perf_counter() - started
+
+    decode = FillDecoder.from_schema_dir().decode
+    ledger = Ledger()
+    fold, policy = ledger.fold, ledger.policy
+    encode_delta, encode_trigger = codec.encode_delta, codec.encode_trigger
+    with exact_arithmetic():
+        started = time.perf_counter()
+        for message in messages:
+            _, delta, trigger, _ = fold(decode(message))  # type: ignore[arg-type]  # all valid
+            encode_delta(delta)  # type: ignore[arg-type]  # never a duplicate
+            if trigger is not None:
+                encode_trigger(trigger, policy(trigger.fund))
+        encoded = time.perf_counter() - started
+    return [
+        ("parse (orjson.loads)", parse),
+        ("validate into a fill", decoded - parse),
+        ("fold (apply + duplicate window)", folded - decoded),
+        ("encode delta and trigger", encoded - folded),
+    ]
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--count", type=int, default=1_000_000)
+    parser.add_argument("--stages", action="store_true", help="also time each stage of the in-process path")
     args = parser.parse_args()
     print(f"generating {args.count:,} fills ...", flush=True)
     messages = list(lines(args.count))
@@ -70,6 +115,7 @@ def main() -> None:
         bare = bare_loop(messages)
         core = in_process(messages)
         replay = file_replay(path, Path(scratch) / "out")
+    stages = stage_times(messages) if args.stages else []
     count = len(messages)
     rows = [
         ("bare orjson + Decimal loop (no validation)", bare),
@@ -83,6 +129,11 @@ def main() -> None:
             f"{name:<46}{rate:>12,.0f}{1e6 * seconds / count:>10.2f}"
             f"{bare / seconds:>9.2f}{rate / TARGET_PER_SECOND:>11.2f}"
         )
+    if stages:
+        print(f"\n{'stage of decode + fold + encode':<46}{'us/fill':>12}")
+        pipeline = core - sum(seconds for _, seconds in stages)
+        for name, seconds in [*stages, ("pipeline (Pipeline.process, Emitted)", pipeline)]:
+            print(f"{name:<46}{1e6 * seconds / count:>12.2f}")
     print(f"\ntarget: {TARGET_PER_SECOND:,} fills/s for decode + fold + encode on one core")
 
 

@@ -665,6 +665,20 @@ def encode_trigger(trigger: AdlTrigger, policy: FundPolicy) -> bytes:
     return orjson.dumps(trigger_document(trigger, policy))
 
 
+def encode_rejection(
+    rejection: Rejection,
+    value: bytes | None,
+    key: bytes | None,
+    topic: str,
+    partition: int | None,
+    offset: int,
+    timestamp: int,
+) -> bytes:
+    """The dead letter of a rejected message read at ``topic``/``partition``/``offset``."""
+    letter = DeadLetter(rejection.error, rejection.detail, topic, partition, offset, value, key, timestamp)
+    return encode_dead_letter(letter)
+
+
 def dead_letter_document(letter: DeadLetter) -> dict[str, Any]:
     document: dict[str, Any] = {
         "error": letter.error,

@@ -7,7 +7,7 @@ from collections.abc import Callable
 from typing import NamedTuple
 
 from processor import codec
-from processor.codec import DeadLetter, FillDecoder, Rejection
+from processor.codec import FillDecoder, Rejection
 from processor.domain.ledger import Ledger
 
 _new = tuple.__new__
@@ -73,14 +73,4 @@ class Pipeline:
         partition: int | None,
         offset: int,
     ) -> bytes:
-        letter = DeadLetter(
-            error=rejection.error,
-            detail=rejection.detail,
-            source_topic=topic,
-            source_partition=partition,
-            source_offset=offset,
-            value=value,
-            key=key,
-            timestamp=self.clock_ms(),
-        )
-        return codec.encode_dead_letter(letter)
+        return codec.encode_rejection(rejection, value, key, topic, partition, offset, self.clock_ms())

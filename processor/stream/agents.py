@@ -21,7 +21,7 @@ from faust.streams import _current_event  # faust 0.15.3: the context table writ
 from faust.types import EventT
 
 from processor import codec
-from processor.codec import DeadLetter, FillDecoder, Rejection
+from processor.codec import FillDecoder, Rejection
 from processor.domain.fold import exact_arithmetic
 from processor.pipeline import wall_clock_ms
 from processor.stream.book import FundBook
@@ -175,14 +175,5 @@ class FillProcessor:
                 key = None
             elif header == SOURCE_KEY_HEADER:
                 key = origin
-        letter = DeadLetter(
-            error=rejection.error,
-            detail=rejection.detail,
-            source_topic=topic,
-            source_partition=partition,
-            source_offset=offset,
-            value=value,
-            key=key,
-            timestamp=self.clock_ms(),
-        )
-        self.outbox.add(self.topics.dlq, key, codec.encode_dead_letter(letter))
+        letter = codec.encode_rejection(rejection, value, key, topic, partition, offset, self.clock_ms())
+        self.outbox.add(self.topics.dlq, key, letter)
