@@ -34,8 +34,9 @@ class Outcome(NamedTuple):
 def exact_arithmetic() -> Iterator[Context]:
     """Make ``EXACT`` itself the current decimal context for a run of ``apply`` calls.
 
-    Installed, not copied (``localcontext`` would copy it), so ``apply`` can recognise it by identity
-    instead of entering a context of its own for every fill. Its flags are never read.
+    Installed, not copied (``localcontext`` would copy it, and ``apply`` would then enter a context
+    of its own for every fill), so ``apply`` recognises it by identity. It is shared: code inside the
+    block must not change its settings; its flags are never read.
     """
     previous = getcontext()
     setcontext(EXACT)

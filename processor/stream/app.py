@@ -13,7 +13,7 @@ from processor.config import Settings
 from processor.domain.ledger import Ledger
 from processor.stream.agents import FillProcessor, TopicNames
 from processor.stream.book import FundBook
-from processor.stream.kafka import client_options, faust_credentials, repartition_topic
+from processor.stream.kafka import TABLES, client_options, faust_credentials, repartition_topic
 from processor.stream.metrics import Metrics
 from processor.stream.outbox import Outbox
 from processor.stream.tables import AwaitedTable
@@ -69,8 +69,9 @@ def create_app(settings: Settings, partitions: int) -> Worker:
     )
     raw = {"key_type": bytes, "value_type": bytes, "key_serializer": "raw", "value_serializer": "raw"}
     source = app.topic(names.input, names.repartition, **raw)  # type: ignore[arg-type]
-    funds = app.Table("funds", partitions=partitions, key_type=bytes, value_type=bytes)
-    seen = app.Table("seen-fills", partitions=partitions, key_type=bytes, value_type=bytes)
+    funds_name, seen_name = TABLES  # prepare_topics created their changelogs
+    funds = app.Table(funds_name, partitions=partitions, key_type=bytes, value_type=bytes)
+    seen = app.Table(seen_name, partitions=partitions, key_type=bytes, value_type=bytes)
 
     metrics = Metrics()
     tables = (AwaitedTable(funds), AwaitedTable(seen))

@@ -62,16 +62,26 @@ def client_options(settings: Settings) -> dict[str, Any]:
     return options
 
 
+TABLES = ("funds", "seen-fills")
+
+
 def repartition_topic(settings: Settings) -> str:
     return f"{settings.app_id}-fills-by-fund"
+
+
+def changelog_topic(settings: Settings, table: str) -> str:
+    """The name faust gives a table's changelog."""
+    return f"{settings.app_id}-{table}-changelog"
 
 
 async def prepare_topics(settings: Settings) -> int:
     """Create the topics that are missing; return the input topic's partition count.
 
-    Outputs and the internal re-partition topic get the input's partition count: the re-partition
-    topic must match it (a fund lives on the same partition number of both), the outputs spread
-    like the input does.
+    Outputs and the internal topics get the input's partition count: the re-partition topic and
+    the table changelogs must match it (a fund lives on the same partition number of each), the
+    outputs spread like the input does. The changelogs are created here, compacted, rather than by
+    faust during start-up: a batch that writes a table before faust's metadata shows a changelog
+    it just created fails faust's partition check.
     """
     admin = AIOKafkaAdminClient(**client_options(settings))
     await admin.start()
@@ -88,12 +98,21 @@ async def prepare_topics(settings: Settings) -> int:
             settings.adl_topic,
             settings.dlq_topic,
         ]
-        missing = [name for name in wanted if name not in existing]
+        compacted = {changelog_topic(settings, table) for table in TABLES}
+        missing = [name for name in [*wanted, *sorted(compacted)] if name not in existing]
         if missing:
             log.info("creating topics %s with %d partitions", ", ".join(missing), partitions)
             with suppress(TopicAlreadyExistsError):  # another worker created them meanwhile
                 await admin.create_topics(
-                    [NewTopic(name, partitions, settings.replication_factor) for name in missing]
+                    [
+                        NewTopic(
+                            name,
+                            partitions,
+                            settings.replication_factor,
+                            topic_configs={"cleanup.policy": "compact"} if name in compacted else {},
+                        )
+                        for name in missing
+                    ]
                 )
         return partitions
     finally:
