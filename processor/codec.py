@@ -598,7 +598,7 @@ def delta_document(delta: FundDelta) -> dict[str, Any]:
         timestamp,
     ) = delta
     gross_text, fee_text, net_text = str(gross_pnl), str(fee), str(net)
-    paid_text = net_text if amount is net else str(amount)
+    paid_text = net_text if amount is net else str(amount)  # a surplus is the net itself
     shortfall_text, before_text, after_text = str(shortfall), str(balance_before), str(balance_after)
     if "E" in gross_text:
         gross_text = _fixed(gross_pnl, gross_text)
@@ -641,7 +641,7 @@ def encode_delta(delta: FundDelta) -> bytes:
 
 def trigger_document(trigger: AdlTrigger, policy: FundPolicy) -> dict[str, Any]:
     return {
-        "trigger_id": "adl-" + trigger.fill_id,
+        "trigger_id": trigger.trigger_id,
         "fund": trigger.fund,
         "margin_currency": trigger.fund,
         "symbol": trigger.symbol,

@@ -52,7 +52,7 @@ class Pipeline:
             rejection = Rejection(codec.CONFLICTING_DUPLICATE, conflict)
             letter = self._dead_letter(rejection, value, key, topic, partition, offset)
             return Emitted(fill.margin_currency, fill.symbol, dead_letter=letter)
-        # Positional construction: keywords would cost more than encoding the trigger.
+        # Positional construction: building a NamedTuple by keyword costs several times more.
         return _new(
             Emitted,
             (
