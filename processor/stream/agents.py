@@ -1,9 +1,10 @@
-"""The agent's work on one batch of input events: decode, route, fold, publish, then record state.
+"""The agent's work on one batch of input events: decode, route, fold, then commit it all at once.
 
-Order per batch: outputs are published and acknowledged first, then the touched funds' records
-(state plus applied input offsets) are written to the changelog and acknowledged, then faust
-acknowledges the events and later commits their offsets. A crash therefore never leaves state ahead
-of the outputs; input applied before a crash is recognised by its offset and skipped when re-read.
+Per batch and partition number, one Kafka transaction carries the outputs, the touched funds'
+changelog records (state plus applied input offsets) and the consumed offsets
+(``processor.stream.transactions``). Only after it has committed are the tables' local stores
+updated and the events acknowledged to faust. A crash anywhere leaves either all of a partition's
+batch committed or none of it; the next owner reads the uncommitted input again.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any, NoReturn
 
+from aiokafka import TopicPartition
 from faust.streams import _current_event  # faust 0.15.3: the context table writes are bound to
 from faust.types import EventT
 
@@ -28,7 +30,8 @@ from processor.stream.book import FundBook
 from processor.stream.metrics import Metrics
 from processor.stream.outbox import Outbox
 from processor.stream.partitioning import home_partition
-from processor.stream.tables import AwaitedTable
+from processor.stream.tables import ChangelogTable
+from processor.stream.transactions import PartitionWork, Transactions
 
 SOURCE_HEADER = "insurance-fund-source"
 SOURCE_KEY_HEADER = "insurance-fund-source-key"
@@ -74,8 +77,9 @@ class FillProcessor:
         *,
         decoder: FillDecoder,
         book: FundBook,
-        tables: Sequence[AwaitedTable],
+        tables: Sequence[ChangelogTable],
         outbox: Outbox,
+        transactions: Transactions,
         topics: TopicNames,
         partitions: int,
         metrics: Metrics,
@@ -85,6 +89,7 @@ class FillProcessor:
         self.book = book
         self.tables = tables
         self.outbox = outbox
+        self.transactions = transactions
         self.topics = topics
         self.partitions = partitions
         self.metrics = metrics
@@ -118,11 +123,22 @@ class FillProcessor:
             for event in events:
                 self._fold(event)
                 last_by_partition[event.message.partition] = event
-        await self.outbox.flush()  # outputs acknowledged before the state that follows them is written
-        for partition, last in last_by_partition.items():
-            with event_context(last):  # the changelog partition is the partition number the fund lives on
+            for partition in last_by_partition:
+                for table in self.tables:
+                    table.bind(partition)  # a fund's records live on its partition number
                 self.book.flush(lambda fund, p=partition: home_partition(fund, self.partitions) == p)  # type: ignore[misc]
-        await asyncio.gather(*(future for table in self.tables for future in table.drain()))
+        for table in self.tables:
+            table.bind(-1)
+        work = self.outbox.take()
+        for event in events:
+            message = event.message
+            offsets = work.setdefault(message.partition, PartitionWork()).offsets
+            offsets[TopicPartition(message.topic, message.partition)] = message.offset + 1
+        await self.transactions.commit(work)
+        for partition, last in last_by_partition.items():
+            with event_context(last):
+                for table in self.tables:
+                    table.apply(partition)
         for event in events:
             message = event.message
             self.positions[f"{message.topic}:{message.partition}"] = message.offset + 1
@@ -145,7 +161,7 @@ class FillProcessor:
             origin = [(SOURCE_HEADER, f"{message.topic}:{message.partition}:{message.offset}".encode())]
             if key is not None:
                 origin.append((SOURCE_KEY_HEADER, key))
-            outbox.add(topics.repartition, fund.encode(), value, home, origin)
+            outbox.add(message.partition, topics.repartition, fund.encode(), value, home, origin)
             return
         outcome = self.book.fold(fill, f"{message.topic}:{message.partition}", message.offset)
         if outcome is None:
@@ -156,17 +172,18 @@ class FillProcessor:
             metrics.duplicates += 1
         else:
             metrics.deltas += 1
-            outbox.add(topics.deltas, fund.encode(), codec.encode_delta(outcome.delta))
+            outbox.add(message.partition, topics.deltas, fund.encode(), codec.encode_delta(outcome.delta))
             trigger = outcome.trigger
             if trigger is not None:
                 metrics.adl_triggers += 1
                 encoded = codec.encode_trigger(trigger, self.book.ledger.policy(fund))
-                outbox.add(topics.adl, trigger.symbol.encode(), encoded)
+                outbox.add(message.partition, topics.adl, trigger.symbol.encode(), encoded)
 
     def _dead_letter(
         self, rejection: Rejection, message: Any, value: bytes | None, key: bytes | None
     ) -> None:
         self.metrics.rejected[rejection.error] += 1
+        owner = message.partition
         topic, partition, offset = message.topic, message.partition, message.offset
         for header, origin in message.headers or ():
             if header == SOURCE_HEADER:  # a forwarded fill: name where the producer put it
@@ -176,4 +193,4 @@ class FillProcessor:
             elif header == SOURCE_KEY_HEADER:
                 key = origin
         letter = codec.encode_rejection(rejection, value, key, topic, partition, offset, self.clock_ms())
-        self.outbox.add(self.topics.dlq, key, letter)
+        self.outbox.add(owner, self.topics.dlq, key, letter)

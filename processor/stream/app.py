@@ -13,10 +13,18 @@ from processor.config import Settings
 from processor.domain.ledger import Ledger
 from processor.stream.agents import FillProcessor, TopicNames
 from processor.stream.book import FundBook
-from processor.stream.kafka import TABLES, client_options, faust_credentials, repartition_topic
+from processor.stream.kafka import (
+    TABLES,
+    changelog_topic,
+    client_options,
+    faust_credentials,
+    repartition_topic,
+)
 from processor.stream.metrics import Metrics
 from processor.stream.outbox import Outbox
-from processor.stream.tables import AwaitedTable
+from processor.stream.recovery import ReadCommittedApp, claim_before_recovery
+from processor.stream.tables import ChangelogTable
+from processor.stream.transactions import Transactions
 from processor.stream.web import register_views
 
 
@@ -32,7 +40,7 @@ class Worker:
 
 def create_app(settings: Settings, partitions: int) -> Worker:
     """Build the faust app; ``partitions`` is the input topic's partition count."""
-    app = faust.App(
+    app = ReadCommittedApp(
         settings.app_id,
         broker=[f"kafka://{server.strip()}" for server in settings.bootstrap_servers.split(",")],
         broker_credentials=faust_credentials(settings.security),
@@ -74,37 +82,39 @@ def create_app(settings: Settings, partitions: int) -> Worker:
     seen = app.Table(seen_name, partitions=partitions, key_type=bytes, value_type=bytes)
 
     metrics = Metrics()
-    tables = (AwaitedTable(funds), AwaitedTable(seen))
+    changelogs = [changelog_topic(settings, name) for name in TABLES]
+    transactions = Transactions(settings.app_id, settings.app_id, client_options(settings), changelogs)
+    outbox = Outbox(transactions)
+    tables = (ChangelogTable(funds, changelogs[0], outbox), ChangelogTable(seen, changelogs[1], outbox))
     book = FundBook(tables[0], tables[1], Ledger(settings.rules, settings.duplicate_window_ms))
-
-    producer_options = {"acks": "all", "enable_idempotence": True, "linger_ms": 5, "max_batch_size": 1 << 20}
-    outbox = Outbox({**client_options(settings), **producer_options})
     processor = FillProcessor(
         decoder=FillDecoder.from_schema_dir(),
         book=book,
         tables=tables,
         outbox=outbox,
+        transactions=transactions,
         topics=names,
         partitions=partitions,
         metrics=metrics,
     )
+    claim_before_recovery(app, transactions.claim)
 
     @app.agent(source, concurrency=1, name="fold-fills")  # concurrency 1: faust #606
     async def fold_fills(stream: StreamT) -> None:
-        if not outbox.started:
-            await outbox.start([names.repartition, names.deltas, names.adl, names.dlq])
+        await transactions.start([names.repartition, names.deltas, names.adl, names.dlq])
         batches = cast(faust.Stream, stream).take_events(settings.batch_size, settings.batch_seconds)
         async for events in batches:
             await processor.process_or_die(events)
 
-    async def forget_cached_funds(sender: Any, *args: Any, **kwargs: Any) -> None:
-        book.forget()
+    async def on_revoked(sender: Any, revoked: set[Any], **kwargs: Any) -> None:
+        book.forget()  # after a rebalance the tables are the truth
+        await transactions.release({tp.partition for tp in revoked if tp.topic == names.input})
 
-    async def stop_outbox(sender: Any, *args: Any, **kwargs: Any) -> None:
-        await outbox.stop()
+    async def stop_transactions(sender: Any, *args: Any, **kwargs: Any) -> None:
+        await transactions.stop()
 
-    app.on_partitions_revoked.connect(cast(Any, forget_cached_funds))
-    app.on_before_shutdown.connect(cast(Any, stop_outbox))
+    app.on_partitions_revoked.connect(cast(Any, on_revoked))
+    app.on_before_shutdown.connect(cast(Any, stop_transactions))
 
     worker = Worker(app, processor, funds, metrics)
     register_views(worker)

@@ -9,6 +9,7 @@ from faust.web import Request, Response, View
 from processor import codec
 from processor.domain.state import FundState
 from processor.stream.metrics import render
+from processor.stream.transactions import TAIL_KEY
 
 if TYPE_CHECKING:
     from processor.stream.app import Worker
@@ -18,9 +19,8 @@ JSON = "application/json"
 
 def fund_states(worker: Worker) -> list[FundState]:
     """Every fund this worker owns, as its table holds it."""
-    return sorted(
-        (codec.decode_fund_record(raw).state for raw in worker.funds.values()), key=lambda state: state.fund
-    )
+    records = [raw for key, raw in worker.funds.items() if key != TAIL_KEY]
+    return sorted((codec.decode_fund_record(raw).state for raw in records), key=lambda state: state.fund)
 
 
 def recovered(worker: Worker) -> bool:

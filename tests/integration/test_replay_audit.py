@@ -12,7 +12,8 @@ import pytest
 from processor.cli import main
 from processor.stream.produce import key_of
 from tests.integration.broker import create_topics, produce, read_all, unique
-from tests.integration.test_worker import GOLDEN_RULES, GOLDEN_RULES_ENV, FileReplay, by_fund, golden_messages
+from tests.integration.reference import FileReplay, by_fund
+from tests.integration.test_worker import GOLDEN_RULES, GOLDEN_RULES_ENV, golden_messages
 from tests.integration.worker import RunningWorker, WorkerConfig
 
 INITIAL = "USDT=250000,BTC=1.5"

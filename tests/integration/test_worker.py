@@ -13,43 +13,14 @@ import orjson
 
 from bench.generate import lines as generated_lines
 from processor import codec
-from processor.codec import FillDecoder
-from processor.domain.ledger import Ledger
 from processor.domain.state import FundRules
-from processor.pipeline import Pipeline
-from processor.stream.produce import key_of
 from tests.golden.regenerate import GOLDEN
 from tests.integration.broker import create_topics, produce, read_all
+from tests.integration.reference import FileReplay, by_fund, keyed_by_currency
 from tests.integration.worker import RunningWorker, WorkerConfig
 
 GOLDEN_RULES_ENV = {"FUND_INITIAL_BALANCES": "USDT=250000,BTC=1.5"}
 GOLDEN_RULES = FundRules(initial_balance={"USDT": Decimal("250000"), "BTC": Decimal("1.5")})
-
-
-class FileReplay:
-    """The reference: what ``replay --input`` makes of the same messages."""
-
-    def __init__(self, messages: list[bytes], rules: FundRules) -> None:
-        pipeline = Pipeline(FillDecoder.from_schema_dir(), Ledger(rules))
-        self.deltas: list[bytes] = []
-        self.triggers: list[bytes] = []
-        self.dead_letters: list[dict[str, Any]] = []
-        for offset, message in enumerate(messages):
-            emitted = pipeline.process(message, None, "file", None, offset)
-            if emitted.delta is not None:
-                self.deltas.append(emitted.delta)
-            if emitted.trigger is not None:
-                self.triggers.append(emitted.trigger)
-            if emitted.dead_letter is not None:
-                self.dead_letters.append(orjson.loads(emitted.dead_letter))
-        self.states = {fund: codec.state_document(state) for fund, state in pipeline.ledger.states().items()}
-
-
-def by_fund(records: list[bytes]) -> dict[str, list[bytes]]:
-    ledgers: dict[str, list[bytes]] = defaultdict(list)
-    for record in records:
-        ledgers[orjson.loads(record)["fund"]].append(record)
-    return dict(ledgers)
 
 
 def dead_letter_essence(letter: dict[str, Any]) -> tuple[str, str, str | None]:
@@ -58,10 +29,6 @@ def dead_letter_essence(letter: dict[str, Any]) -> tuple[str, str, str | None]:
 
 def run(coroutine: Any) -> Any:
     return asyncio.run(coroutine)
-
-
-def keyed_by_currency(messages: list[bytes]) -> list[tuple[bytes | None, bytes | None]]:
-    return [(key_of(message), message) for message in messages]
 
 
 def golden_messages() -> list[bytes]:

@@ -1,18 +1,16 @@
 """The worker's ``FundBook`` over plain dicts standing in for its two changelog-backed tables.
 
 A restarted worker is a new ``FundBook`` over the same dicts: whatever it folds after a restart must be
-exactly what one uninterrupted ``Ledger`` run folds (SPEC section 6). The last section checks
-``AwaitedTable``, the table wrapper the worker hands to the book, against a fake faust table.
+exactly what one uninterrupted ``Ledger`` run folds (SPEC section 6).
 """
 
 from __future__ import annotations
 
 from collections import Counter
 from decimal import Decimal
-from typing import Any, NamedTuple
+from typing import Any
 
 import attrs
-import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
@@ -22,7 +20,6 @@ from processor.domain.fold import Outcome
 from processor.domain.ledger import DEFAULT_DUPLICATE_WINDOW_MS, Ledger
 from processor.domain.state import FundRules
 from processor.stream.book import FundBook
-from processor.stream.tables import AwaitedTable
 from tests.strategies import BASE_TIMESTAMP, fill_sequences, make_fill
 
 D = Decimal
@@ -521,120 +518,3 @@ def test_interrupted_runs_with_a_short_window_expire_segments_without_changing_o
 ) -> None:
     fills = data.draw(in_order_streams(window_ms), label="fills")
     check_interrupted_run(data, Tables(window_ms=window_ms), fills)
-
-
-# --- AwaitedTable -------------------------------------------------------------------------------------------
-
-
-class Sent(NamedTuple):
-    partition: int | None
-    key: bytes
-    value: bytes | None
-    value_serializer: str | None
-    future: object
-
-
-class FakeFaustTable:
-    """The parts of a faust ``Table`` that ``AwaitedTable`` uses; changelog sends are recorded."""
-
-    def __init__(self, partition: int = 5) -> None:
-        self.partition = partition
-        self.data: dict[bytes, bytes] = {}
-        self.sent: list[Sent] = []
-
-    def send_changelog(
-        self,
-        partition: int | None,
-        key: bytes,
-        value: bytes | None,
-        key_serializer: str | None = None,
-        value_serializer: str | None = None,
-    ) -> object:
-        future = object()  # stands for faust's FutureMessage
-        self.sent.append(Sent(partition, key, value, value_serializer, future))
-        return future
-
-    def partition_for_key(self, key: bytes) -> int:
-        return self.partition
-
-    def __getitem__(self, key: bytes) -> bytes:
-        return self.data[key]
-
-    def __iter__(self) -> Any:
-        return iter(self.data)
-
-    def __len__(self) -> int:
-        return len(self.data)
-
-
-def awaited(partition: int = 5) -> tuple[AwaitedTable, FakeFaustTable]:
-    fake = FakeFaustTable(partition)
-    return AwaitedTable(fake), fake  # type: ignore[arg-type]
-
-
-def test_set_sends_the_value_to_the_changelog_of_the_key_partition() -> None:
-    table, fake = awaited(partition=5)
-    table[b"USDT"] = b"state"
-    assert fake.sent == [Sent(5, b"USDT", b"state", None, fake.sent[0].future)]
-    assert fake.data == {b"USDT": b"state"}
-    assert table.pending == [fake.sent[0].future]
-
-
-def test_del_sends_a_raw_tombstone() -> None:
-    table, fake = awaited(partition=2)
-    table[b"USDT/000000000001"] = b"[]"
-    del table[b"USDT/000000000001"]
-    assert fake.sent[1] == Sent(2, b"USDT/000000000001", None, "raw", fake.sent[1].future)
-    assert fake.data == {}
-
-
-def test_drain_returns_the_futures_in_order_and_clears_them() -> None:
-    table, fake = awaited()
-    table[b"a"] = b"1"
-    table[b"b"] = b"2"
-    del table[b"a"]
-    assert table.drain() == [sent.future for sent in fake.sent]
-    assert table.drain() == []
-    table[b"c"] = b"3"
-    assert table.drain() == [fake.sent[-1].future]
-
-
-def test_reads_go_to_the_table() -> None:
-    table, fake = awaited()
-    fake.data.update({b"a": b"1", b"b": b"2"})
-    assert table[b"a"] == b"1"
-    assert table.get(b"missing") is None
-    assert b"b" in table
-    assert sorted(table) == [b"a", b"b"]
-    assert len(table) == 2
-    with pytest.raises(KeyError):
-        table[b"missing"]
-    assert fake.sent == []
-
-
-def test_del_of_a_missing_key_sends_nothing() -> None:
-    table, fake = awaited()
-    with pytest.raises(KeyError):
-        del table[b"missing"]
-    assert fake.sent == []
-    assert table.drain() == []
-
-
-def test_a_book_over_awaited_tables_leaves_one_future_per_changelog_record() -> None:
-    (funds, funds_fake), (seen, seen_fake) = awaited(partition=1), awaited(partition=1)
-    book = FundBook(funds, seen, Ledger(RULES, 1000))
-    for offset, fill in enumerate([usdt(1, T), usdt(2, T + 5000), usdt(2, T + 5000)]):
-        book.fold(fill, SOURCE, offset)
-        book.flush()
-        futures = funds.drain() + seen.drain()
-        assert len(futures) == len(funds_fake.sent) + len(seen_fake.sent)
-        funds_fake.sent.clear()
-        seen_fake.sent.clear()
-    book.fold(usdt(3, T + 7000), SOURCE, 3)
-    book.flush()
-    assert [(sent.key, sent.value is None) for sent in seen_fake.sent] == [
-        (b"USDT/000000000002", True),
-        (b"USDT/000000000003", False),
-    ]
-    assert {sent.partition for sent in funds_fake.sent + seen_fake.sent} == {1}
-    assert len(funds.drain()) + len(seen.drain()) == 3

@@ -1,0 +1,56 @@
+"""Two narrow changes to faust 0.15.3 that exactly-once state needs; everything else is stock faust.
+
+1. The worker's consumer reads ``read_committed``: table recovery must not load changelog records
+   of transactions that never committed, and input written transactionally must not be seen early.
+   faust picks ``read_committed`` only in its own ``exactly_once`` mode, whose transactions do not
+   cover sends to topics the app does not consume (see the README).
+2. Before recovery measures a changelog partition it is about to restore, the worker claims the
+   partition (``Transactions.claim``): the previous owner is fenced, its open transaction aborted,
+   and the partition ends with a record recovery can reach.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable, Iterable
+from typing import Any
+
+import faust
+from faust.transport.drivers import aiokafka as faust_aiokafka
+from faust.types import TP
+
+
+class _ReadCommittedConsumerThread(faust_aiokafka.AIOKafkaConsumerThread):
+    def _create_worker_consumer(self, transport: Any) -> Any:
+        consumer = super()._create_worker_consumer(transport)
+        consumer._isolation_level = "read_committed"  # aiokafka hands it to its fetcher in start()
+        return consumer
+
+
+class _ReadCommittedConsumer(faust_aiokafka.Consumer):
+    def _new_consumer_thread(self) -> faust_aiokafka.AIOKafkaConsumerThread:
+        return _ReadCommittedConsumerThread(self, loop=self.loop, beacon=self.beacon)
+
+
+class _ReadCommittedTransport(faust_aiokafka.Transport):
+    Consumer = _ReadCommittedConsumer
+
+
+class ReadCommittedApp(faust.App):
+    """A faust app whose consumer (input and changelog recovery alike) reads committed records only."""
+
+    def _new_transport(self) -> Any:
+        return _ReadCommittedTransport(self.conf.broker_consumer, self)
+
+
+def claim_before_recovery(app: faust.App, claim: Callable[[Iterable[int]], Awaitable[None]]) -> None:
+    """Have recovery call ``claim(partition numbers)`` before it reads the end offsets of the active
+    changelog partitions it will restore."""
+    recovery: Any = app.tables.recovery  # type: ignore[attr-defined]
+    measure = recovery._build_highwaters
+
+    async def claim_then_measure(consumer: Any, tps: set[TP], destination: Any, title: str) -> None:
+        if title == "active" and tps:
+            await claim({tp.partition for tp in tps})
+        await measure(consumer, tps, destination, title)
+
+    recovery._build_highwaters = claim_then_measure
