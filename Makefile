@@ -7,7 +7,7 @@ STAMP := $(VENV)/.installed
 export PYTHONHASHSEED ?= 0
 
 .DEFAULT_GOAL := help
-.PHONY: help install test test-unit test-integration lint format golden bench bench-core run demo broker \
+.PHONY: help install test test-unit test-integration lint format golden bench bench-core soak run demo broker \
         rebuild audit \
         kafka-up kafka-down kafka-status kafka-purge clean
 
@@ -32,13 +32,13 @@ test-integration: install ## run the tests against a real broker
 	$(PY) -m pytest -q -m integration
 
 lint: install ## ruff and mypy
-	$(VENV)/bin/ruff check processor tests bench
-	$(VENV)/bin/ruff format --check processor tests bench
+	$(VENV)/bin/ruff check processor tests bench soak
+	$(VENV)/bin/ruff format --check processor tests bench soak
 	$(VENV)/bin/mypy
 
 format: install ## apply ruff's formatting and fixable lints
-	$(VENV)/bin/ruff format processor tests bench
-	$(VENV)/bin/ruff check --fix processor tests bench
+	$(VENV)/bin/ruff format processor tests bench soak
+	$(VENV)/bin/ruff check --fix processor tests bench soak
 
 golden: install ## regenerate tests/golden expected outputs from their recorded inputs (review the diff!)
 	$(PY) -m tests.golden.regenerate
@@ -49,6 +49,9 @@ bench-core: install ## decode + fold + encode and file replay throughput over 1M
 bench: install broker ## end-to-end worker throughput vs a bare aiokafka pipe (200k fills), then bench-core
 	$(PY) -m bench.stream --count 200000
 	$(PY) -m bench.core
+
+soak: install ## the long crash-proof run: 50 SIGKILLs, rebalances, broker restarts, 10k hostile messages; prints a table
+	$(PY) -m soak
 
 broker: # start the local broker unless KAFKA_BOOTSTRAP_SERVERS points at one
 	@if [ -z "$$KAFKA_BOOTSTRAP_SERVERS" ]; then bash scripts/kafka.sh up; fi

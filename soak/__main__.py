@@ -1,0 +1,146 @@
+"""``make soak``: the long crash and hostile-input scenarios against a real broker, then one table.
+
+    python -m soak [--kills 50] [--fills 30000] [--rounds 4] [--restarts 3] [--bad 10000] [--only NAME ...]
+
+Exits 1 if any scenario lost, repeated or changed an event, or had any other problem.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+from soak.crash import broker_restart_scenario, kill_scenario, rebalance_scenario
+from soak.harness import Tally
+from tests.integration.broker import kafka_broker
+
+SCENARIOS = ("kill", "rebalance", "broker", "hostile")
+
+
+def say(message: str) -> None:
+    print(f"[{time.strftime('%H:%M:%S')}] {message}", flush=True)
+
+
+def _cells(tally: Tally) -> tuple[str, ...]:
+    return (
+        tally.scenario,
+        str(tally.kills),
+        str(tally.busy_kills),
+        str(tally.events_checked),
+        str(tally.duplicates),
+        str(tally.losses),
+        str(tally.mismatches),
+        str(tally.dlq),
+        f"{tally.peak_rss / 2**20:.0f}",
+        f"{tally.seconds:.0f}",
+        "ok" if tally.ok else "FAILED",
+    )
+
+
+def table(tallies: list[Tally]) -> str:
+    header = (
+        "scenario",
+        "kills survived",
+        "while processing",
+        "events checked",
+        "duplicates",
+        "losses",
+        "mismatches",
+        "DLQ",
+        "peak RSS MiB",
+        "seconds",
+        "result",
+    )
+    totals = Tally("total")
+    for tally in tallies:
+        totals.kills += tally.kills
+        totals.busy_kills += tally.busy_kills
+        totals.events_checked += tally.events_checked
+        totals.duplicates += tally.duplicates
+        totals.losses += tally.losses
+        totals.mismatches += tally.mismatches
+        totals.dlq += tally.dlq
+        totals.peak_rss = max(totals.peak_rss, tally.peak_rss)
+        totals.seconds += tally.seconds
+        totals.problems += tally.problems
+    rows = [header, *(_cells(tally) for tally in [*tallies, totals])]
+    widths = [max(len(row[column]) for row in rows) for column in range(len(header))]
+    lines = [" | ".join(cell.rjust(width) for cell, width in zip(row, widths, strict=True)) for row in rows]
+    lines.insert(1, "-+-".join("-" * width for width in widths))
+    lines.insert(len(lines) - 1, "-+-".join("-" * width for width in widths))
+    return "\n".join(lines)
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--kills", type=int, default=50, help="SIGKILLs in the kill scenario (50)")
+    parser.add_argument("--fills", type=int, default=30_000, help="valid fills per crash scenario (30000)")
+    parser.add_argument("--rounds", type=int, default=4, help="leave-and-rejoin rounds (4)")
+    parser.add_argument("--restarts", type=int, default=3, help="broker restarts (3)")
+    parser.add_argument("--bad", type=int, default=10_000, help="malformed messages in the hostile scenario")
+    parser.add_argument("--seed", type=int, default=20261125)
+    parser.add_argument("--only", nargs="+", choices=SCENARIOS, default=list(SCENARIOS))
+    args = parser.parse_args()
+    logging.basicConfig(level=logging.CRITICAL)  # client reconnect noise during broker restarts
+
+    scratch = Path(tempfile.mkdtemp(prefix="soak-"))
+    say(f"scratch directory {scratch}")
+    tallies: list[Tally] = []
+
+    def record(run: Callable[[], Tally]) -> None:
+        tally = run()
+        tallies.append(tally)
+        say(f"{tally.scenario}: {'ok' if tally.ok else 'FAILED'} in {tally.seconds:.0f} s")
+        for problem in tally.problems:
+            say(f"  problem: {problem}")
+
+    with kafka_broker(scratch / "kafka") as bootstrap:
+        if "kill" in args.only:
+            say(f"kill -9: {args.kills} kills over {args.fills} fills")
+            record(
+                lambda: kill_scenario(
+                    bootstrap, scratch / "kill", fills=args.fills, kills=args.kills, seed=args.seed, say=say
+                )
+            )
+        if "rebalance" in args.only:
+            say(f"rebalance: {args.rounds} rounds over {args.fills} fills")
+            record(
+                lambda: rebalance_scenario(
+                    bootstrap,
+                    scratch / "rebalance",
+                    fills=args.fills,
+                    rounds=args.rounds,
+                    seed=args.seed,
+                    say=say,
+                )
+            )
+        if "hostile" in args.only:
+            from soak.hostile import hostile_scenario
+
+            say(f"hostile input: {args.bad} malformed messages among valid fills")
+            record(
+                lambda: hostile_scenario(
+                    bootstrap, scratch / "hostile", bad=args.bad, seed=args.seed, say=say
+                )
+            )
+    if "broker" in args.only:
+        say(f"broker restart: {args.restarts} restarts over {args.fills // 2} fills")
+        record(
+            lambda: broker_restart_scenario(
+                scratch / "broker", fills=args.fills // 2, restarts=args.restarts, seed=args.seed, say=say
+            )
+        )
+    print()
+    print(table(tallies))
+    return 0 if all(tally.ok for tally in tallies) else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,160 @@
+"""What every soak scenario shares: the expected outputs, a paced producer, and the tally of what
+the committed topics hold against the file replay of the same input."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+import time
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import orjson
+from aiokafka import AIOKafkaProducer
+
+from bench.generate import lines as generated_lines
+from processor.domain.state import FundRules
+from tests.integration.broker import read_all
+from tests.integration.reference import FileReplay, keyed_by_currency
+from tests.integration.worker import WorkerConfig
+
+BAD_EVERY = 97  # one malformed message among every 97, so the dead-letter topic is checked too
+
+
+def peak_rss(pid: int) -> int:
+    """The process's peak resident set size in bytes (0 once it is gone)."""
+    try:
+        status = Path(f"/proc/{pid}/status").read_text()
+    except OSError:
+        return 0
+    for line in status.splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) * 1024
+    return 0
+
+
+@dataclass
+class Tally:
+    """One scenario's findings; ``ok`` only when nothing was lost, repeated or changed."""
+
+    scenario: str
+    kills: int = 0
+    busy_kills: int = 0  # kills that hit a worker which had input in flight or done
+    events_checked: int = 0
+    duplicates: int = 0
+    losses: int = 0
+    mismatches: int = 0
+    dlq: int = 0
+    peak_rss: int = 0
+    seconds: float = 0.0
+    problems: list[str] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        return not (self.duplicates or self.losses or self.mismatches or self.problems)
+
+
+def messages(fills: int, seed: int) -> tuple[list[bytes], list[bytes]]:
+    """Generated fills (keyed by margin currency when produced) with a malformed message every
+    ``BAD_EVERY``; returns (all messages, the malformed ones)."""
+    good = list(generated_lines(fills, seed))
+    everything: list[bytes] = []
+    bad: list[bytes] = []
+    for index, line in enumerate(good):
+        if index % BAD_EVERY == BAD_EVERY - 1:
+            malformed = b'{"soak_malformed": %d}' % index
+            bad.append(malformed)
+            everything.append(malformed)
+        everything.append(line)
+    return everything, bad
+
+
+class PacedProducer(threading.Thread):
+    """Produce ``messages`` keyed by margin currency, spread evenly over ``seconds``, through one
+    idempotent producer that retries for as long as a broker restart takes (never twice a record)."""
+
+    def __init__(self, bootstrap: str, topic: str, messages: list[bytes], seconds: float, chunk: int = 250):
+        super().__init__(daemon=True)
+        self.bootstrap, self.topic, self.seconds, self.chunk = bootstrap, topic, seconds, chunk
+        self.keyed = keyed_by_currency(messages)
+        self.error: BaseException | None = None
+
+    def run(self) -> None:
+        try:
+            asyncio.run(self._produce())
+        except BaseException as error:  # reported by the scenario
+            self.error = error
+
+    async def _produce(self) -> None:
+        producer = AIOKafkaProducer(
+            bootstrap_servers=self.bootstrap,
+            enable_idempotence=True,
+            acks="all",
+            linger_ms=5,
+            request_timeout_ms=120_000,
+            retry_backoff_ms=500,
+        )
+        await producer.start()
+        try:
+            chunks = [self.keyed[i : i + self.chunk] for i in range(0, len(self.keyed), self.chunk)]
+            pause = self.seconds / max(len(chunks), 1)
+            for chunk in chunks:
+                started = time.monotonic()
+                sent = [await producer.send(self.topic, value=value, key=key) for key, value in chunk]
+                await asyncio.gather(*sent)
+                await asyncio.sleep(max(0.0, pause - (time.monotonic() - started)))
+        finally:
+            await producer.stop()
+
+
+def tally_outputs(tally: Tally, config: WorkerConfig, expected: FileReplay, bad: list[bytes]) -> None:
+    """Read the committed outputs and count, against ``expected``, what is missing, repeated or
+    different: deltas by (fund, sequence), triggers and dead letters as multisets."""
+    bootstrap = config.bootstrap
+    deltas = _values(bootstrap, config.deltas_topic, len(expected.deltas))
+    triggers = _values(bootstrap, config.adl_topic, len(expected.triggers))
+    letters = _values(bootstrap, config.dlq_topic, len(bad))
+    tally.events_checked += len(deltas) + len(triggers) + len(letters)
+    tally.dlq += len(letters)
+
+    want: dict[tuple[str, int], bytes] = {}
+    for delta in expected.deltas:
+        document = orjson.loads(delta)
+        want[document["fund"], document["sequence"]] = delta
+    seen: Counter[tuple[str, int]] = Counter()
+    last_sequence: dict[str, int] = {}
+    for record in deltas:
+        document = orjson.loads(record or b"{}")
+        slot = (document.get("fund", ""), document.get("sequence", 0))
+        seen[slot] += 1
+        if seen[slot] > 1:
+            tally.duplicates += 1
+        elif want.get(slot) != record:
+            tally.mismatches += 1
+        if document["sequence"] <= last_sequence.get(document["fund"], 0) and seen[slot] == 1:
+            tally.problems.append(f"{document['fund']} sequence {document['sequence']} out of order")
+        last_sequence[document["fund"]] = max(document["sequence"], last_sequence.get(document["fund"], 0))
+    tally.losses += sum(1 for slot in want if slot not in seen)
+
+    _compare_multisets(tally, Counter(triggers), Counter(expected.triggers))
+    got_bad = Counter(orjson.loads(letter or b"{}").get("value", "").encode() for letter in letters)
+    _compare_multisets(tally, got_bad, Counter(bad))
+
+
+def _values(bootstrap: str, topic: str, expected: int) -> list[bytes | None]:
+    return [value for _, value, _ in asyncio.run(read_all(bootstrap, topic, expected))]
+
+
+def _compare_multisets(tally: Tally, got: Counter[bytes | None], want: Counter[bytes | None]) -> None:
+    for item in got.keys() | want.keys():
+        extra = got[item] - want[item]
+        if extra > 0:
+            tally.duplicates += extra
+        elif extra < 0:
+            tally.losses -= extra
+
+
+def rules_env(rules: FundRules) -> dict[str, str]:
+    balances = ",".join(f"{fund}={amount}" for fund, amount in sorted(rules.initial_balance.items()))
+    return {"FUND_INITIAL_BALANCES": balances} if balances else {}

@@ -1,0 +1,34 @@
+"""Quick versions of the soak's crash scenarios (``make soak`` runs the long ones): nothing the
+committed topics hold may be lost, repeated or different from the file replay of the same input."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from soak.crash import broker_restart_scenario, kill_scenario, rebalance_scenario
+from soak.harness import Tally
+
+
+def assert_clean(tally: Tally, events: int) -> None:
+    assert tally.problems == []
+    assert (tally.duplicates, tally.losses, tally.mismatches) == (0, 0, 0)
+    assert tally.events_checked >= events
+
+
+def test_sigkilled_worker_loses_and_repeats_nothing(kafka_bootstrap: str, tmp_path: Path) -> None:
+    tally = kill_scenario(kafka_bootstrap, tmp_path, fills=3000, kills=3, pause=(2.0, 10.0), seed=11)
+    assert tally.kills == 3
+    assert_clean(tally, 3000)
+    assert tally.dlq == 3000 // 97
+
+
+def test_a_worker_leaving_and_rejoining_mid_stream_loses_and_repeats_nothing(
+    kafka_bootstrap: str, tmp_path: Path
+) -> None:
+    tally = rebalance_scenario(kafka_bootstrap, tmp_path, fills=3000, rounds=2, seed=12)
+    assert_clean(tally, 3000)
+
+
+def test_worker_rides_out_a_broker_restart(tmp_path: Path) -> None:
+    tally = broker_restart_scenario(tmp_path, fills=3000, restarts=1, seed=13)
+    assert_clean(tally, 3000)
