@@ -8,6 +8,7 @@ naming the offending field.
 from __future__ import annotations
 
 import base64
+import hashlib
 import json
 import re
 from collections.abc import Callable, Iterable, Mapping
@@ -33,6 +34,10 @@ CONFLICTING_DUPLICATE = "conflicting_duplicate"
 _DECIMAL_CACHE_LIMIT = 1 << 12  # small enough to stay in the CPU cache
 _SYMBOL_CACHE_LIMIT = 1 << 12
 _SHOWN_VALUE_LIMIT = 60
+_INT64_MIN, _INT64_MAX = -(1 << 63), (1 << 63) - 1
+# Python refuses to turn longer digit strings into ints (sys.get_int_max_str_digits); the fallback
+# parser keeps such integers as text instead, so the field that holds one is named.
+_INT_DIGITS_LIMIT = 4000
 
 
 class SchemaError(Exception):
@@ -70,7 +75,8 @@ class JsonNumber(str):
 
 
 def _show(value: Any) -> str:
-    text = repr(value)
+    """A bounded excerpt of a value for a rejection's detail (a number from the fallback parser bare)."""
+    text = str(value) if type(value) is JsonNumber else repr(value)
     if len(text) > _SHOWN_VALUE_LIMIT:
         text = text[:_SHOWN_VALUE_LIMIT] + "..."
     return text
@@ -81,7 +87,7 @@ def _describe_type(value: Any) -> str:
         return "null"
     if isinstance(value, bool):
         return "a boolean"
-    if isinstance(value, (int, float)):
+    if isinstance(value, (int, float, JsonNumber)):
         return "a number"
     if isinstance(value, str):
         return "a string"
@@ -137,8 +143,10 @@ def _enum_check(name: str, spec: Mapping[str, Any]) -> FieldCheck:
 
 
 def _integer_check(name: str, spec: Mapping[str, Any]) -> FieldCheck:
-    minimum = spec.get("minimum")
-    maximum = spec.get("maximum")
+    """Check an integer field; without bounds in the schema, a 64-bit signed integer."""
+    minimum = spec.get("minimum", _INT64_MIN)
+    maximum = spec.get("maximum", _INT64_MAX)
+    lowest, highest = Decimal(minimum), Decimal(maximum)
 
     def check(value: Any) -> int:
         kind = type(value)
@@ -148,13 +156,20 @@ def _integer_check(name: str, spec: Mapping[str, Any]) -> FieldCheck:
             number = _parse_decimal(value)
             if number is None or not number.is_finite() or number != number.to_integral_value():
                 raise _FieldError(f"field '{name}' must be an integer, got {_show(value)}")
+            if number < lowest or number > highest:
+                # Judged as a decimal: ``int`` of 1e999999999 would take minutes and gigabytes.
+                raise _FieldError(
+                    f"field '{name}' must be an integer in [{minimum}, {maximum}], got {_show(value)}"
+                )
             value = int(number)
         elif kind is not int:
             raise _FieldError(
                 f"field '{name}' must be an integer, got {_describe_type(value)} {_show(value)}"
             )
-        if (minimum is not None and value < minimum) or (maximum is not None and value > maximum):
-            raise _FieldError(f"field '{name}' must be an integer in [{minimum}, {maximum}], got {value}")
+        if value < minimum or value > maximum:
+            raise _FieldError(
+                f"field '{name}' must be an integer in [{minimum}, {maximum}], got {_show(value)}"
+            )
         return int(value)
 
     return check
@@ -532,21 +547,53 @@ def _fast_path(
     return fast
 
 
-def _reject_constant(name: str) -> Any:
-    raise ValueError(f"{name} is not JSON")
+class _NotJsonConstant(str):
+    """``NaN``, ``Infinity`` or ``-Infinity`` where a JSON value belongs, kept to name its field."""
+
+    __slots__ = ()
+
+
+def _parse_int(text: str) -> int | JsonNumber:
+    return int(text) if len(text) <= _INT_DIGITS_LIMIT else JsonNumber(text)
 
 
 def _parse_beyond_orjson(data: bytes) -> Any:
-    """Parse valid JSON that orjson refuses (numbers beyond a double), or say why it is not JSON."""
+    """Parse valid JSON that orjson refuses (numbers beyond a double or 64 bits, lone surrogates), or
+    say why it is not JSON, naming the field that holds a ``NaN`` or ``Infinity``."""
     try:
         text = data.decode("utf-8")
     except UnicodeDecodeError as error:
         return Rejection(INVALID_JSON, f"message is not UTF-8 text: {error.reason} at byte {error.start}")
     try:
-        return json.loads(text, parse_float=JsonNumber, parse_constant=_reject_constant)
+        document = json.loads(
+            text, parse_float=JsonNumber, parse_int=_parse_int, parse_constant=_NotJsonConstant
+        )
     except (ValueError, RecursionError) as error:
         reason = str(error) if not isinstance(error, RecursionError) else "nesting is too deep"
         return Rejection(INVALID_JSON, f"message is not JSON text: {reason[:200]}")
+    if "NaN" in text or "Infinity" in text:  # cheap test first: a constant's name is in the text
+        constant = _not_json_constant(document)
+        if constant is not None:
+            return Rejection(INVALID_JSON, f"message is not JSON text: {constant}, which JSON does not allow")
+    return document
+
+
+def _not_json_constant(document: Any) -> str | None:
+    """Where the fallback parser met ``NaN`` or ``Infinity``, if it did: a top-level field, or deeper."""
+    if type(document) is dict:
+        for name, value in document.items():
+            if type(value) is _NotJsonConstant:
+                return f"field {_show(name)} is {value}"
+    pending = [document]
+    while pending:  # depth-first without recursion: nesting is bounded only by the parser
+        value = pending.pop()
+        if type(value) is _NotJsonConstant:
+            return f"it holds {value}"
+        if type(value) is dict:
+            pending.extend(value.values())
+        elif type(value) is list:
+            pending.extend(value)
+    return None
 
 
 # --- encoding ---------------------------------------------------------------------------------------------
@@ -635,6 +682,29 @@ def delta_document(delta: FundDelta) -> dict[str, Any]:
     }
 
 
+def encode_fill(fill: LiquidationFill) -> bytes:
+    """A fill as its canonical input document (decimals as their exact text, no unknown fields),
+    which decodes to an equal fill: a compact stand-in for a message padded with unknown fields."""
+    return orjson.dumps(
+        {
+            "fill_id": fill.fill_id,
+            "liquidation_id": fill.liquidation_id,
+            "symbol": fill.symbol,
+            "margin_currency": fill.margin_currency,
+            "side": fill.side,
+            "contract_type": fill.contract_type,
+            "contract_size": str(fill.contract_size),
+            "bankruptcy_price": str(fill.bankruptcy_price),
+            "fill_price": str(fill.fill_price),
+            "quantity": str(fill.quantity),
+            "unfilled_quantity": str(fill.unfilled_quantity),
+            "fee": str(fill.fee),
+            "timestamp": fill.timestamp,
+            "version": fill.version,
+        }
+    )
+
+
 def encode_delta(delta: FundDelta) -> bytes:
     return orjson.dumps(delta_document(delta))
 
@@ -679,32 +749,78 @@ def encode_rejection(
     return encode_dead_letter(letter)
 
 
+#: A dead letter carries at most this many bytes of the original message value. The rest is
+#: summarised by ``value_length`` and ``value_sha256``, so that a dead letter of a message near the
+#: broker's size limit (whose JSON text escapes it, up to 6 bytes per byte) can always be published.
+DEAD_LETTER_VALUE_LIMIT = 65_536
+#: The same for the input key copied into the dead letter.
+DEAD_LETTER_KEY_LIMIT = 1_024
+#: Characters of ``detail`` kept (details are short by construction; this only bounds them).
+DEAD_LETTER_DETAIL_LIMIT = 4_096
+
+
 def dead_letter_document(letter: DeadLetter) -> dict[str, Any]:
+    """The dead letter as its JSON object, holding bounded copies of the message's value and key.
+
+    A copy longer than its limit keeps its first bytes (text cut back to a whole character) and
+    adds the original's length in bytes and the SHA-256 of the whole of it, so that the document
+    stays well under 1 MB whatever arrived.
+    """
+    detail = letter.detail
+    if len(detail) > DEAD_LETTER_DETAIL_LIMIT:
+        detail = detail[: DEAD_LETTER_DETAIL_LIMIT - 3] + "..."
     document: dict[str, Any] = {
         "error": letter.error,
-        "detail": letter.detail,
+        "detail": detail,
         "source_topic": letter.source_topic,
         "source_partition": letter.source_partition,
         "source_offset": letter.source_offset,
     }
     raw = letter.value if letter.value is not None else b""
-    try:
-        document["value"] = raw.decode("utf-8")
-    except UnicodeDecodeError:
-        document["value_base64"] = base64.b64encode(raw).decode("ascii")
-    document["key"] = _key_text(letter.key)
+    text = _utf8_prefix(raw, DEAD_LETTER_VALUE_LIMIT)
+    if text is not None:
+        document["value"] = text
+    else:
+        document["value_base64"] = base64.b64encode(raw[:DEAD_LETTER_VALUE_LIMIT]).decode("ascii")
+    if len(raw) > DEAD_LETTER_VALUE_LIMIT:
+        document["value_length"] = len(raw)
+        document["value_sha256"] = hashlib.sha256(raw).hexdigest()
+    key = letter.key
+    document["key"] = _key_text(key)
+    if key is not None and len(key) > DEAD_LETTER_KEY_LIMIT:
+        document["key_length"] = len(key)
+        document["key_sha256"] = hashlib.sha256(key).hexdigest()
     document["timestamp"] = letter.timestamp
     document["version"] = OUTPUT_VERSION
     return document
 
 
+def _utf8_prefix(raw: bytes, limit: int) -> str | None:
+    """The text of at most ``limit`` leading bytes of ``raw``; ``None`` when ``raw`` is not UTF-8."""
+    try:
+        if len(raw) <= limit:
+            return raw.decode("utf-8")
+        raw.decode("utf-8")  # the whole must be text, not just the part kept
+    except UnicodeDecodeError:
+        return None
+    return raw[:limit].decode("utf-8", "ignore")  # only a character cut in two at the end is dropped
+
+
 def _key_text(key: bytes | None) -> str | None:
+    """The key (at most its first ``DEAD_LETTER_KEY_LIMIT`` bytes) as text, base64 when not UTF-8."""
     if key is None:
         return None
-    try:
-        return key.decode("utf-8")
-    except UnicodeDecodeError:
-        return base64.b64encode(key).decode("ascii")
+    text = _utf8_prefix(key, DEAD_LETTER_KEY_LIMIT)
+    return text if text is not None else base64.b64encode(key[:DEAD_LETTER_KEY_LIMIT]).decode("ascii")
+
+
+def dead_letter_key(key: bytes | None) -> bytes | None:
+    """The record key of a dead letter: the input key, cut to ``DEAD_LETTER_KEY_LIMIT`` bytes.
+
+    Keying a dead letter by a key of nearly 1 MB (which the input's value can leave room for) would
+    make the dead letter too large for the broker.
+    """
+    return key if key is None or len(key) <= DEAD_LETTER_KEY_LIMIT else key[:DEAD_LETTER_KEY_LIMIT]
 
 
 def encode_dead_letter(letter: DeadLetter) -> bytes:

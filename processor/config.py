@@ -99,9 +99,22 @@ def fund_rules(
     )
 
 
+class Secret(str):
+    """A password: its text wherever it is used, ``'<redacted>'`` in every ``repr``.
+
+    Dumps of a configuration go through ``repr`` (dataclass and dict reprs, ``%r``, ``pprint``,
+    ``dataclasses.asdict``), so printing or logging one never shows the password.
+    """
+
+    __slots__ = ()
+
+    def __repr__(self) -> str:
+        return "'<redacted>'"
+
+
 @dataclass(frozen=True)
 class KafkaSecurity:
-    """Client security settings; the password is never part of ``repr``."""
+    """Client security settings; the passwords are ``Secret``s and never part of ``repr``."""
 
     protocol: str = "PLAINTEXT"
     sasl_mechanism: str | None = None
@@ -111,6 +124,12 @@ class KafkaSecurity:
     ssl_certfile: str | None = None
     ssl_keyfile: str | None = None
     ssl_password: str | None = field(default=None, repr=False)
+
+    def __post_init__(self) -> None:
+        for name in ("sasl_password", "ssl_password"):
+            value = getattr(self, name)
+            if value is not None and not isinstance(value, Secret):
+                object.__setattr__(self, name, Secret(value))
 
 
 @dataclass(frozen=True)
@@ -127,7 +146,7 @@ class Settings:
     replication_factor: int = 1
     standby_replicas: int = 0
     commit_interval_seconds: float = 1.0
-    processing_guarantee: str = "at_least_once"
+    processing_guarantee: str = "exactly_once"
     store: str = "memory"
     data_dir: Path = Path("var/data")
     web_host: str = "127.0.0.1"
@@ -148,9 +167,10 @@ class Settings:
         env = {name: value for name, value in environ.items() if value != ""}
         defaults = cls()
         guarantee = env.get("PROCESSING_GUARANTEE", defaults.processing_guarantee)
-        if guarantee != "at_least_once":
+        if guarantee != "exactly_once":
             raise ConfigError(
-                f"PROCESSING_GUARANTEE: only at_least_once is supported (see the README), got {guarantee!r}"
+                "PROCESSING_GUARANTEE: only exactly_once (the worker's own transactions, see the README)"
+                f" is supported, got {guarantee!r}"
             )
         store = env.get("STORE", defaults.store)
         if store not in ("memory", "rocksdb"):

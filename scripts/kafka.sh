@@ -15,6 +15,20 @@
 #   KAFKA_HOME_DIR (<repo>/.kafka: properties, data, logs, pid)  KAFKA_START_TIMEOUT (90 s)
 #   KAFKA_VERSION (4.0.2)  KAFKA_HEAP_OPTS (-Xms256m -Xmx1g)  KAFKA_OPTS (extra broker JVM flags)
 #   KAFKA_SASL_USER / KAFKA_SASL_PASSWORD (admin / admin-secret)
+#
+# TLS (off unless a TLS port is set; the PLAINTEXT listener on KAFKA_PORT always stays):
+#   KAFKA_SSL_PORT        SSL listener on 127.0.0.1 (client certificate per KAFKA_SSL_CLIENT_AUTH)
+#   KAFKA_SASL_SSL_PORT   SASL_SSL listener on 127.0.0.1 (TLS + the SASL mechanisms and user above)
+#   KAFKA_SSL_KEYSTORE / KAFKA_SSL_KEYSTORE_TYPE (PKCS12) / KAFKA_SSL_KEYSTORE_PASSWORD
+#                         the broker's key and certificate (required with a TLS port). Clients
+#                         verify the advertised host 127.0.0.1: give the certificate
+#                         SAN IP:127.0.0.1 (and DNS:localhost to bootstrap from localhost)
+#   KAFKA_SSL_KEY_PASSWORD (= the keystore password)
+#   KAFKA_SSL_TRUSTSTORE / KAFKA_SSL_TRUSTSTORE_TYPE (PKCS12) / KAFKA_SSL_TRUSTSTORE_PASSWORD
+#                         CAs accepted for client certificates (needed unless client auth is none)
+#   KAFKA_SSL_CLIENT_AUTH (none)  none, requested or required, on the SSL listener
+# Passwords are written to <home>/server.properties (mode 600) and never printed; only the
+# built-in development SASL password is shown when a SASL listener starts.
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -30,6 +44,9 @@ SASL_PORT="${KAFKA_SASL_PORT:-}"
 START_TIMEOUT="${KAFKA_START_TIMEOUT:-90}"
 SASL_USER="${KAFKA_SASL_USER:-admin}"
 SASL_PASSWORD="${KAFKA_SASL_PASSWORD:-admin-secret}"
+SSL_PORT="${KAFKA_SSL_PORT:-}"
+SASL_SSL_PORT="${KAFKA_SASL_SSL_PORT:-}"
+SSL_CLIENT_AUTH="${KAFKA_SSL_CLIENT_AUTH:-none}"
 HEAP_OPTS="${KAFKA_HEAP_OPTS:--Xms256m -Xmx1g}"
 
 PROPS="$HOME_DIR/server.properties"
@@ -120,13 +137,52 @@ answering() {
     >"$LOGS/probe.log" 2>&1
 }
 
+tls_enabled() { [[ -n "$SSL_PORT" || -n "$SASL_SSL_PORT" ]]; }
+
+# A value for a .properties file, where a backslash is an escape.
+prop_value() { printf '%s' "${1//\\/\\\\}"; }
+
+# Fails, naming the variable (never a password), unless the TLS settings are usable.
+check_tls() {
+  tls_enabled || return 0
+  [[ -n "${KAFKA_SSL_KEYSTORE:-}" && -r "${KAFKA_SSL_KEYSTORE:-}" ]] ||
+    die "a TLS port is set: KAFKA_SSL_KEYSTORE must name a readable keystore (got '${KAFKA_SSL_KEYSTORE:-}')"
+  [[ -n "${KAFKA_SSL_KEYSTORE_PASSWORD:-}" ]] || die "a TLS port is set: KAFKA_SSL_KEYSTORE_PASSWORD is required"
+  case "$SSL_CLIENT_AUTH" in
+    none) ;;
+    requested | required)
+      [[ -n "${KAFKA_SSL_TRUSTSTORE:-}" && -r "${KAFKA_SSL_TRUSTSTORE:-}" ]] ||
+        die "KAFKA_SSL_CLIENT_AUTH=$SSL_CLIENT_AUTH needs KAFKA_SSL_TRUSTSTORE (a readable truststore)"
+      ;;
+    *) die "KAFKA_SSL_CLIENT_AUTH: expected none, requested or required, got '$SSL_CLIENT_AUTH'" ;;
+  esac
+}
+
 write_props() {
   local listeners="PLAINTEXT://127.0.0.1:$PORT,CONTROLLER://127.0.0.1:$CPORT"
   local advertised="PLAINTEXT://127.0.0.1:$PORT"
+  local protocols="CONTROLLER:PLAINTEXT,PLAINTEXT:PLAINTEXT"
+  local name sasl_listeners=()
   if [[ -n "$SASL_PORT" ]]; then
     listeners+=",SASL_PLAINTEXT://127.0.0.1:$SASL_PORT"
     advertised+=",SASL_PLAINTEXT://127.0.0.1:$SASL_PORT"
+    protocols+=",SASL_PLAINTEXT:SASL_PLAINTEXT"
+    sasl_listeners+=(sasl_plaintext)
   fi
+  if [[ -n "$SSL_PORT" ]]; then
+    listeners+=",SSL://127.0.0.1:$SSL_PORT"
+    advertised+=",SSL://127.0.0.1:$SSL_PORT"
+    protocols+=",SSL:SSL"
+  fi
+  if [[ -n "$SASL_SSL_PORT" ]]; then
+    listeners+=",SASL_SSL://127.0.0.1:$SASL_SSL_PORT"
+    advertised+=",SASL_SSL://127.0.0.1:$SASL_SSL_PORT"
+    protocols+=",SASL_SSL:SASL_SSL"
+    sasl_listeners+=(sasl_ssl)
+  fi
+  # It holds passwords: readable by the owner only, from before the first byte is written.
+  (umask 077 && : >"$PROPS")
+  chmod 600 "$PROPS"
   cat >"$PROPS" <<EOF
 # Written by scripts/kafka.sh on every start; edits are lost.
 process.roles=broker,controller
@@ -136,7 +192,7 @@ controller.listener.names=CONTROLLER
 listeners=$listeners
 advertised.listeners=$advertised
 inter.broker.listener.name=PLAINTEXT
-listener.security.protocol.map=CONTROLLER:PLAINTEXT,PLAINTEXT:PLAINTEXT,SASL_PLAINTEXT:SASL_PLAINTEXT
+listener.security.protocol.map=$protocols
 log.dirs=$DATA
 num.partitions=1
 auto.create.topics.enable=true
@@ -153,13 +209,33 @@ group.initial.rebalance.delay.ms=0
 broker.heartbeat.interval.ms=1000
 broker.session.timeout.ms=4000
 EOF
-  if [[ -n "$SASL_PORT" ]]; then
+  if ((${#sasl_listeners[@]})); then
+    echo "sasl.enabled.mechanisms=PLAIN,SCRAM-SHA-256,SCRAM-SHA-512" >>"$PROPS"
+  fi
+  for name in "${sasl_listeners[@]}"; do
     cat >>"$PROPS" <<EOF
-sasl.enabled.mechanisms=PLAIN,SCRAM-SHA-256,SCRAM-SHA-512
-listener.name.sasl_plaintext.plain.sasl.jaas.config=org.apache.kafka.common.security.plain.PlainLoginModule required username="$SASL_USER" password="$SASL_PASSWORD" user_$SASL_USER="$SASL_PASSWORD";
-listener.name.sasl_plaintext.scram-sha-256.sasl.jaas.config=org.apache.kafka.common.security.scram.ScramLoginModule required;
-listener.name.sasl_plaintext.scram-sha-512.sasl.jaas.config=org.apache.kafka.common.security.scram.ScramLoginModule required;
+listener.name.$name.plain.sasl.jaas.config=org.apache.kafka.common.security.plain.PlainLoginModule required username="$SASL_USER" password="$SASL_PASSWORD" user_$SASL_USER="$SASL_PASSWORD";
+listener.name.$name.scram-sha-256.sasl.jaas.config=org.apache.kafka.common.security.scram.ScramLoginModule required;
+listener.name.$name.scram-sha-512.sasl.jaas.config=org.apache.kafka.common.security.scram.ScramLoginModule required;
 EOF
+  done
+  if tls_enabled; then
+    cat >>"$PROPS" <<EOF
+ssl.keystore.location=$(prop_value "$KAFKA_SSL_KEYSTORE")
+ssl.keystore.type=${KAFKA_SSL_KEYSTORE_TYPE:-PKCS12}
+ssl.keystore.password=$(prop_value "$KAFKA_SSL_KEYSTORE_PASSWORD")
+ssl.key.password=$(prop_value "${KAFKA_SSL_KEY_PASSWORD:-$KAFKA_SSL_KEYSTORE_PASSWORD}")
+listener.name.ssl.ssl.client.auth=$SSL_CLIENT_AUTH
+EOF
+    if [[ -n "${KAFKA_SSL_TRUSTSTORE:-}" ]]; then
+      cat >>"$PROPS" <<EOF
+ssl.truststore.location=$(prop_value "$KAFKA_SSL_TRUSTSTORE")
+ssl.truststore.type=${KAFKA_SSL_TRUSTSTORE_TYPE:-PKCS12}
+EOF
+      if [[ -n "${KAFKA_SSL_TRUSTSTORE_PASSWORD:-}" ]]; then
+        echo "ssl.truststore.password=$(prop_value "$KAFKA_SSL_TRUSTSTORE_PASSWORD")" >>"$PROPS"
+      fi
+    fi
   fi
   printf 'request.timeout.ms=5000\ndefault.api.timeout.ms=15000\n' >"$PROBE_PROPS"
 }
@@ -204,11 +280,24 @@ wait_ready() {  # wait_ready PID
   fail_start "$pid" "the broker did not answer within ${START_TIMEOUT}s"
 }
 
+# host:port of the broker's listener for PROTOCOL, empty if it has none.
+listener_address() {
+  local listeners
+  listeners="$(sed -n 's/^listeners=//p' "$PROPS")"
+  tr ',' '\n' <<<"$listeners" | sed -n "s#^$1://##p" | head -n 1
+}
+
 ready_message() {
   echo "Kafka $KAFKA_VERSION ready at $(bootstrap) (pid $1, dir $HOME_DIR)"
-  local sasl
-  sasl="$(grep -o 'SASL_PLAINTEXT://[^,]*' <<<"$(grep '^listeners=' "$PROPS")" | head -n 1 || true)"
-  [[ -z "$sasl" ]] || echo "SASL (PLAIN, SCRAM-SHA-256/512; $SASL_USER/$SASL_PASSWORD) at ${sasl#SASL_PLAINTEXT://}"
+  local address credentials="$SASL_USER/$SASL_PASSWORD"
+  # The built-in development password may be shown; one from the environment never is.
+  [[ -z "${KAFKA_SASL_PASSWORD:-}" ]] || credentials="$SASL_USER, password from KAFKA_SASL_PASSWORD"
+  address="$(listener_address SASL_PLAINTEXT)"
+  [[ -z "$address" ]] || echo "SASL (PLAIN, SCRAM-SHA-256/512; $credentials) at $address"
+  address="$(listener_address SSL)"
+  [[ -z "$address" ]] || echo "TLS (client certificate: $SSL_CLIENT_AUTH) at $address"
+  address="$(listener_address SASL_SSL)"
+  [[ -z "$address" ]] || echo "SASL over TLS (PLAIN, SCRAM-SHA-256/512; $credentials) at $address"
 }
 
 cmd_up() {
@@ -230,13 +319,16 @@ cmd_up() {
   fi
   rm -f "$PID_FILE"
   local p
-  for p in "$PORT" "$CPORT" ${SASL_PORT:+"$SASL_PORT"}; do
+  for p in "$PORT" "$CPORT" ${SASL_PORT:+"$SASL_PORT"} ${SSL_PORT:+"$SSL_PORT"} \
+      ${SASL_SSL_PORT:+"$SASL_SSL_PORT"}; do
     if port_open "$p"; then
       say "port $p is already in use by another process:"
       { ss -ltnp "sport = :$p" 2>/dev/null || true; } | tail -n +2 >&2
-      die "free it, or pick other ports with KAFKA_PORT / KAFKA_CONTROLLER_PORT / KAFKA_SASL_PORT"
+      die "free it, or pick other ports with KAFKA_PORT / KAFKA_CONTROLLER_PORT / KAFKA_SASL_PORT /" \
+        "KAFKA_SSL_PORT / KAFKA_SASL_SSL_PORT"
     fi
   done
+  check_tls
 
   fetch
   write_props

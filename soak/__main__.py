@@ -15,11 +15,11 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from soak.crash import broker_restart_scenario, kill_scenario, rebalance_scenario
+from soak.crash import backlog_scenario, broker_restart_scenario, kill_scenario, rebalance_scenario
 from soak.harness import Tally
 from tests.integration.broker import kafka_broker
 
-SCENARIOS = ("kill", "rebalance", "broker", "hostile")
+SCENARIOS = ("kill", "backlog", "rebalance", "broker", "hostile")
 
 
 def say(message: str) -> None:
@@ -107,6 +107,14 @@ def main() -> int:
             record(
                 lambda: kill_scenario(
                     bootstrap, scratch / "kill", fills=args.fills, kills=args.kills, seed=args.seed, say=say
+                )
+            )
+        if "backlog" in args.only:
+            say(f"backlog start: {args.fills} fills waiting, 5 starts")
+            backlog = scratch / "backlog"
+            record(
+                lambda: backlog_scenario(
+                    bootstrap, backlog, fills=args.fills, starts=5, seed=args.seed, say=say
                 )
             )
         if "rebalance" in args.only:

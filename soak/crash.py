@@ -118,6 +118,39 @@ def kill_scenario(
     return _finish(tally, config, expected, bad, producer, [final], started)
 
 
+def backlog_scenario(
+    bootstrap: str,
+    scratch: Path,
+    *,
+    fills: int = 20_000,
+    starts: int = 1,
+    seed: int = 4,
+    partitions: int = 4,
+    say: Say = _quiet,
+) -> Tally:
+    """The whole input is waiting before a worker of a new group starts; then ``starts - 1`` times a
+    third of the way through, the worker is killed and started again on the remaining backlog. faust
+    0.15.3 dropped what it fetched while it resumed the partitions at start-up; see
+    ``processor/stream/recovery.py``."""
+    started = time.monotonic()
+    tally = Tally("backlog start")
+    everything, bad = messages(fills, seed)
+    expected = FileReplay(everything, RULES)
+    config = _config(bootstrap, scratch, partitions)
+    producer = PacedProducer(bootstrap, config.input_topic, everything, seconds=0)
+    producer.start()
+    producer.join()
+    for n in range(starts - 1):
+        worker = RunningWorker(config, f"backlog{n}")
+        worker.wait_healthy(180)
+        time.sleep(1.5)
+        worker.kill()
+        tally.kills += 1
+        say(f"backlog start {n + 1}/{starts}")
+    final = RunningWorker(config, "backlog-final")
+    return _finish(tally, config, expected, bad, producer, [final], started)
+
+
 def rebalance_scenario(
     bootstrap: str,
     scratch: Path,

@@ -137,9 +137,15 @@ def tally_outputs(tally: Tally, config: WorkerConfig, expected: FileReplay, bad:
         last_sequence[document["fund"]] = max(document["sequence"], last_sequence.get(document["fund"], 0))
     tally.losses += sum(1 for slot in want if slot not in seen)
 
+    before = (tally.duplicates, tally.losses)
     _compare_multisets(tally, Counter(triggers), Counter(expected.triggers))
     got_bad = Counter(orjson.loads(letter or b"{}").get("value", "").encode() for letter in letters)
     _compare_multisets(tally, got_bad, Counter(bad))
+    if (tally.duplicates, tally.losses) != before:
+        tally.problems.append(
+            f"triggers and dead letters: {tally.duplicates - before[0]} repeated,"
+            f" {tally.losses - before[1]} missing"
+        )
 
 
 def _values(bootstrap: str, topic: str, expected: int) -> list[bytes | None]:

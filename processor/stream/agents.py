@@ -96,6 +96,10 @@ class FillProcessor:
         self.clock_ms = clock_ms
         self.positions: dict[str, int] = {}
 
+    def forget(self) -> None:
+        """After a revocation: positions restart from the committed offsets."""
+        self.positions.clear()
+
     async def process_or_die(self, events: Sequence[EventT]) -> None:
         """Process a batch completely, or end the process before faust can acknowledge any of it.
 
@@ -119,10 +123,17 @@ class FillProcessor:
 
     async def process(self, events: Sequence[EventT]) -> None:
         last_by_partition: dict[int, EventT] = {}
+        positions = self.positions
         with exact_arithmetic():
             for event in events:
+                message = event.message
+                source = f"{message.topic}:{message.partition}"
+                if message.offset < positions.get(source, -1):
+                    self.metrics.skipped_replayed += 1  # delivered again by a seek: already done
+                    continue
+                positions[source] = message.offset + 1
                 self._fold(event)
-                last_by_partition[event.message.partition] = event
+                last_by_partition[message.partition] = event
             for partition in last_by_partition:
                 for table in self.tables:
                     table.bind(partition)  # a fund's records live on its partition number
@@ -133,15 +144,13 @@ class FillProcessor:
         for event in events:
             message = event.message
             offsets = work.setdefault(message.partition, PartitionWork()).offsets
-            offsets[TopicPartition(message.topic, message.partition)] = message.offset + 1
+            tp = TopicPartition(message.topic, message.partition)
+            offsets[tp] = max(offsets.get(tp, 0), message.offset + 1)
         await self.transactions.commit(work)
         for partition, last in last_by_partition.items():
             with event_context(last):
                 for table in self.tables:
                     table.apply(partition)
-        for event in events:
-            message = event.message
-            self.positions[f"{message.topic}:{message.partition}"] = message.offset + 1
         self.metrics.batches += 1
 
     def _fold(self, event: EventT) -> None:
@@ -159,9 +168,13 @@ class FillProcessor:
         if message.topic == topics.input and message.partition != home:
             metrics.forwarded += 1
             origin = [(SOURCE_HEADER, f"{message.topic}:{message.partition}:{message.offset}".encode())]
-            if key is not None:
-                origin.append((SOURCE_KEY_HEADER, key))
-            outbox.add(message.partition, topics.repartition, fund.encode(), value, home, origin)
+            short_key = codec.dead_letter_key(key)
+            if short_key is not None:
+                origin.append((SOURCE_KEY_HEADER, short_key))
+            # a fill near the broker's size limit would not fit with the headers: forward it compact
+            small = value is not None and len(value) <= codec.DEAD_LETTER_VALUE_LIMIT
+            forwarded = value if small else codec.encode_fill(fill)
+            outbox.add(message.partition, topics.repartition, fund.encode(), forwarded, home, origin)
             return
         outcome = self.book.fold(fill, f"{message.topic}:{message.partition}", message.offset)
         if outcome is None:
@@ -193,4 +206,4 @@ class FillProcessor:
             elif header == SOURCE_KEY_HEADER:
                 key = origin
         letter = codec.encode_rejection(rejection, value, key, topic, partition, offset, self.clock_ms())
-        self.outbox.add(owner, self.topics.dlq, key, letter)
+        self.outbox.add(owner, self.topics.dlq, codec.dead_letter_key(key), letter)

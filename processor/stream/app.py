@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any, cast
 
@@ -47,7 +48,7 @@ def create_app(settings: Settings, partitions: int) -> Worker:
         store="rocksdb://" if settings.store == "rocksdb" else "memory://",
         datadir=str(settings.data_dir),
         env={},  # settings come from Settings only, never from faust's own reading of the environment
-        processing_guarantee="at_least_once",
+        processing_guarantee="at_least_once",  # faust's own mode; exactly-once is ours (transactions.py)
         broker_session_timeout=10.0,  # a killed worker's partitions move after 10 s, not 60
         autodiscover=False,
         topic_partitions=partitions,
@@ -83,7 +84,13 @@ def create_app(settings: Settings, partitions: int) -> Worker:
 
     metrics = Metrics()
     changelogs = [changelog_topic(settings, name) for name in TABLES]
-    transactions = Transactions(settings.app_id, settings.app_id, client_options(settings), changelogs)
+    transactions = Transactions(
+        settings.app_id,
+        settings.app_id,
+        client_options(settings),
+        changelogs,
+        [names.input, names.repartition],
+    )
     outbox = Outbox(transactions)
     tables = (ChangelogTable(funds, changelogs[0], outbox), ChangelogTable(seen, changelogs[1], outbox))
     book = FundBook(tables[0], tables[1], Ledger(settings.rules, settings.duplicate_window_ms))
@@ -97,7 +104,11 @@ def create_app(settings: Settings, partitions: int) -> Worker:
         partitions=partitions,
         metrics=metrics,
     )
-    claim_before_recovery(app, transactions.claim)
+
+    async def claim(partitions: Iterable[int]) -> None:
+        processor.positions.update(await transactions.claim(partitions))  # done input is skipped
+
+    claim_before_recovery(app, claim)
 
     @app.agent(source, concurrency=1, name="fold-fills")  # concurrency 1: faust #606
     async def fold_fills(stream: StreamT) -> None:
@@ -108,6 +119,7 @@ def create_app(settings: Settings, partitions: int) -> Worker:
 
     async def on_revoked(sender: Any, revoked: set[Any], **kwargs: Any) -> None:
         book.forget()  # after a rebalance the tables are the truth
+        processor.forget()
         await transactions.release({tp.partition for tp in revoked if tp.topic == names.input})
 
     async def stop_transactions(sender: Any, *args: Any, **kwargs: Any) -> None:

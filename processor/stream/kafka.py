@@ -5,40 +5,93 @@ from __future__ import annotations
 import logging
 import ssl
 from contextlib import suppress
-from typing import Any
+from typing import Any, NoReturn
 
 import faust
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import TopicAlreadyExistsError
 
-from processor.config import KafkaSecurity, Settings
+from processor.config import ConfigError, KafkaSecurity, Settings
 
 log = logging.getLogger(__name__)
 
 
+class RedactSaslExchange(logging.Filter):
+    """Hide the SASL bytes aiokafka logs at debug level with every request and response.
+
+    For PLAIN they hold the password in clear; for SCRAM, enough to test password guesses offline.
+    """
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if isinstance(record.args, tuple) and any(map(_is_sasl_exchange, record.args)):
+            record.args = tuple(
+                f"{type(arg).__name__}(<redacted>)" if _is_sasl_exchange(arg) else arg for arg in record.args
+            )
+        return True
+
+
+def _is_sasl_exchange(arg: object) -> bool:
+    return type(arg).__name__.startswith("SaslAuthenticate")
+
+
+_REDACT_SASL_EXCHANGE = RedactSaslExchange()
+
+
+def redact_sasl_exchange_in_logs() -> None:
+    """Install the filter on aiokafka's connection logger (idempotent; filters survive log set-up)."""
+    logging.getLogger("aiokafka.conn").addFilter(_REDACT_SASL_EXCHANGE)
+
+
+def _key_password_missing() -> NoReturn:
+    # Without a password, OpenSSL would prompt on the terminal for an encrypted key: hang, or fail
+    # with EINVAL when there is none.
+    raise ConfigError("KAFKA_SSL_KEYFILE: the private key is encrypted; set KAFKA_SSL_PASSWORD")
+
+
 def ssl_context(security: KafkaSecurity) -> ssl.SSLContext | None:
+    """A context that verifies the broker (CA and host name) for SSL and SASL_SSL; else ``None``."""
     if "SSL" not in security.protocol:
         return None
-    context = ssl.create_default_context(cafile=security.ssl_cafile)
+    try:
+        context = ssl.create_default_context(cafile=security.ssl_cafile)
+    except OSError as error:  # missing file, or no certificate in it (ssl.SSLError is an OSError)
+        raise ConfigError(f"KAFKA_SSL_CAFILE: cannot load {security.ssl_cafile}: {error}") from None
+    if security.ssl_keyfile and not security.ssl_certfile:
+        raise ConfigError("KAFKA_SSL_KEYFILE: set KAFKA_SSL_CERTFILE too (the client certificate)")
     if security.ssl_certfile:
-        context.load_cert_chain(security.ssl_certfile, security.ssl_keyfile, security.ssl_password)
+        try:
+            context.load_cert_chain(
+                security.ssl_certfile, security.ssl_keyfile, security.ssl_password or _key_password_missing
+            )
+        except ssl.SSLError as error:  # OpenSSL says "PEM lib" for a wrong password
+            raise ConfigError(
+                f"KAFKA_SSL_CERTFILE / KAFKA_SSL_KEYFILE: cannot load the client certificate and key "
+                f"({error}); is KAFKA_SSL_PASSWORD right, and does the key match the certificate?"
+            ) from None
+        except OSError as error:
+            raise ConfigError(f"KAFKA_SSL_CERTFILE / KAFKA_SSL_KEYFILE: {error}") from None
     return context
+
+
+def _sasl_mechanism(security: KafkaSecurity) -> str:
+    if not (security.sasl_username and security.sasl_password):
+        raise ConfigError(
+            f"KAFKA_SASL_USERNAME and KAFKA_SASL_PASSWORD are required with "
+            f"KAFKA_SECURITY_PROTOCOL={security.protocol}"
+        )
+    return security.sasl_mechanism or "PLAIN"
 
 
 def faust_credentials(security: KafkaSecurity) -> Any:
     """The ``broker_credentials`` faust wants for these settings (``None`` for plaintext)."""
+    redact_sasl_exchange_in_logs()
     context = ssl_context(security)
     if security.protocol.startswith("SASL"):
-        mechanism = security.sasl_mechanism or "PLAIN"
-        if mechanism.startswith("SCRAM"):
-            return faust.SASLCredentials(
-                username=security.sasl_username,
-                password=security.sasl_password,
-                mechanism=mechanism,
-                ssl_context=context,
-            )
         return faust.SASLCredentials(
-            username=security.sasl_username, password=security.sasl_password, ssl_context=context
+            username=security.sasl_username,
+            password=security.sasl_password,
+            mechanism=_sasl_mechanism(security),
+            ssl_context=context,
         )
     if context is not None:
         return faust.SSLCredentials(context)
@@ -47,6 +100,7 @@ def faust_credentials(security: KafkaSecurity) -> Any:
 
 def client_options(settings: Settings) -> dict[str, Any]:
     """Keyword arguments for any aiokafka client (producer, consumer, admin)."""
+    redact_sasl_exchange_in_logs()
     security = settings.security
     options: dict[str, Any] = {
         "bootstrap_servers": settings.bootstrap_servers,
@@ -56,7 +110,7 @@ def client_options(settings: Settings) -> dict[str, Any]:
     if context is not None:
         options["ssl_context"] = context
     if security.protocol.startswith("SASL"):
-        options["sasl_mechanism"] = security.sasl_mechanism or "PLAIN"
+        options["sasl_mechanism"] = _sasl_mechanism(security)
         options["sasl_plain_username"] = security.sasl_username
         options["sasl_plain_password"] = security.sasl_password
     return options

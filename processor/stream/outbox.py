@@ -39,10 +39,10 @@ class Outbox:
         slot = (owner, topic, partition)
         builder = self._open.get(slot)
         if builder is None:
-            builder = self._open[slot] = self.transactions.create_batch()
+            builder = self._open[slot] = self.transactions.create_batch(owner)
         if builder.append(key=key, value=value, timestamp=None, headers=headers or []) is None:
             self.work(owner).batches.append((topic, partition, builder))  # full: it goes first
-            builder = self._open[slot] = self.transactions.create_batch()
+            builder = self._open[slot] = self.transactions.create_batch(owner)
             builder.append(key=key, value=value, timestamp=None, headers=headers or [])
 
     def work(self, owner: int) -> PartitionWork:

@@ -36,10 +36,21 @@ class _ReadCommittedTransport(faust_aiokafka.Transport):
 
 
 class ReadCommittedApp(faust.App):
-    """A faust app whose consumer (input and changelog recovery alike) reads committed records only."""
+    """A faust app whose consumer (input and changelog recovery alike) reads committed records only,
+    and whose stream buffers are emptied only when partitions are revoked."""
 
     def _new_transport(self) -> Any:
         return _ReadCommittedTransport(self.conf.broker_consumer, self)
+
+    def FlowControlQueue(  # noqa: N802 - faust's name
+        self, maxsize: int | None = None, *, clear_on_resume: bool = False
+    ) -> Any:
+        """Never clear on resume. faust 0.15.3 resumes the stream partitions, then seeks them, then
+        resumes flow, which empties every stream buffer: what was fetched in between is dropped
+        while the consumer's position has moved past it, and is never read again (input lost at
+        start-up with a backlog). Buffers of revoked partitions are still emptied, by
+        ``flow_control.clear()`` on revocation."""
+        return super().FlowControlQueue(maxsize, clear_on_resume=False)
 
 
 def claim_before_recovery(app: faust.App, claim: Callable[[Iterable[int]], Awaitable[None]]) -> None:

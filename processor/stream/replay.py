@@ -113,7 +113,7 @@ class _Publisher:
             if emitted.trigger is not None:
                 await self._send("adl", (emitted.symbol or "").encode(), emitted.trigger)
         elif emitted.dead_letter is not None:
-            await self._send("dlq", input_key, emitted.dead_letter)
+            await self._send("dlq", codec.dead_letter_key(input_key), emitted.dead_letter)
 
     async def _send(self, kind: str, key: bytes | None, value: bytes) -> None:
         self.pending.append(await self.producer.send(self.topics[kind], value=value, key=key))

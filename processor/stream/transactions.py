@@ -13,7 +13,11 @@ which aborts whatever its predecessor left open and fences the predecessor out f
 Claiming also writes one non-transactional *tail* record to each of the partition's changelogs.
 Every transaction ends with a commit marker, which no consumer ever sees, and faust 0.15.3 recovery
 (outside its own ``exactly_once`` mode) waits until it has seen the record just before the end
-offset: without the tail, it would wait forever (the same stall as faust #176, #597).
+offset: without the tail, it would wait forever (the same stall as faust #176, #597). Claiming then
+waits until the tail is stable (below the last stable offset): a predecessor's commit that was under
+way when it died completes first, so recovery cannot miss it. Last, it reads the group's committed
+offsets of the claimed input partitions, now stable too: input below them is done and is skipped
+even when faust delivers it again.
 """
 
 from __future__ import annotations
@@ -24,7 +28,8 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from aiokafka import AIOKafkaProducer, TopicPartition
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+from aiokafka.admin import AIOKafkaAdminClient
 
 log = logging.getLogger(__name__)
 
@@ -49,15 +54,23 @@ class Transactions:
     """The transactional producers of the partitions this worker owns."""
 
     def __init__(
-        self, app_id: str, group_id: str, client_options: Mapping[str, Any], changelogs: Iterable[str]
+        self,
+        app_id: str,
+        group_id: str,
+        client_options: Mapping[str, Any],
+        changelogs: Iterable[str],
+        sources: Iterable[str],
     ) -> None:
         self.app_id = app_id
         self.group_id = group_id
         self.client_options = dict(client_options)
         self.changelogs = tuple(changelogs)
+        self.sources = tuple(sources)
         self.producers: dict[int, AIOKafkaProducer] = {}
         self.partitions: dict[str, int] = {}
         self._tail: AIOKafkaProducer | None = None
+        self._reader: AIOKafkaConsumer | None = None
+        self._admin: AIOKafkaAdminClient | None = None
         self.commits = 0
 
     def transactional_id(self, partition: int) -> str:
@@ -70,6 +83,12 @@ class Transactions:
             tail = AIOKafkaProducer(**self.client_options, acks="all", enable_idempotence=True)
             await tail.start()
             self._tail = tail
+            reader = AIOKafkaConsumer(**self.client_options, isolation_level="read_committed")
+            await reader.start()
+            self._reader = reader
+            admin = AIOKafkaAdminClient(**self.client_options)
+            await admin.start()
+            self._admin = admin
         for topic in (*topics, *self.changelogs):
             if topic not in self.partitions:
                 self.partitions[topic] = len(await self._tail.partitions_for(topic))
@@ -79,27 +98,57 @@ class Transactions:
         if self._tail is not None:
             await self._tail.stop()
             self._tail = None
+        if self._reader is not None:
+            await self._reader.stop()
+            self._reader = None
+        if self._admin is not None:
+            await self._admin.close()
+            self._admin = None
 
-    def create_batch(self) -> Any:
-        """An empty record batch (every producer here builds the same format)."""
-        assert self._tail is not None, "start() first"
-        return self._tail.create_batch()
+    def create_batch(self, owner: int) -> Any:
+        """An empty record batch for ``owner``'s transaction. It must come from that partition's
+        transactional producer: a batch built by any other producer lacks the transactional flag,
+        and its records would be visible at once and never aborted."""
+        producer = self.producers.get(owner)
+        if producer is None:
+            raise RuntimeError(f"partition {owner} was not claimed by this worker")
+        return producer.create_batch()
 
-    async def claim(self, partitions: Iterable[int]) -> None:
-        """Take ``partitions`` over: fence their previous owners (aborting anything left open), then
-        end each of their changelog partitions with a tail record."""
+    async def claim(self, partitions: Iterable[int]) -> dict[str, int]:
+        """Take ``partitions`` over: fence their previous owners (aborting anything left open), end
+        each of their changelog partitions with a tail record, wait until no transaction is pending
+        before it, and return the group's committed offsets of the claimed input partitions as
+        ``{"topic:partition": next offset}``."""
         wanted = sorted(set(partitions))
         await self.start(())
         await asyncio.gather(*(self._producer(partition) for partition in wanted))
-        tail = self._tail
-        assert tail is not None
+        tail, reader, admin = self._tail, self._reader, self._admin
+        assert tail is not None and reader is not None and admin is not None
         deliveries = [
             await tail.send(changelog, key=TAIL_KEY, value=TAIL_VALUE, partition=partition)
             for partition in wanted
             for changelog in self.changelogs
         ]
-        await asyncio.gather(*deliveries)
+        tails = {
+            TopicPartition(meta.topic, meta.partition): meta.offset
+            for meta in await asyncio.gather(*deliveries)
+        }
+        deadline = asyncio.get_running_loop().time() + TRANSACTION_TIMEOUT_MS / 1000 + 30
+        while True:
+            stable = await reader.end_offsets(list(tails))  # read_committed: the last stable offsets
+            if all(stable[tp] > offset for tp, offset in tails.items()):
+                break
+            if asyncio.get_running_loop().time() > deadline:
+                raise TimeoutError(f"changelog partitions {sorted(map(str, tails))} never became stable")
+            await asyncio.sleep(0.05)
+        sources = [TopicPartition(topic, partition) for topic in self.sources for partition in wanted]
+        committed = await admin.list_consumer_group_offsets(self.group_id, partitions=sources)
         log.info("claimed partitions %s", wanted)
+        return {
+            f"{tp.topic}:{tp.partition}": meta.offset
+            for tp, meta in committed.items()
+            if meta is not None and meta.offset >= 0
+        }
 
     async def release(self, partitions: Iterable[int]) -> None:
         """Close the producers of partitions this worker no longer owns."""

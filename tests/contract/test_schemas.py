@@ -202,3 +202,29 @@ def test_outputs_of_the_examples_validate() -> None:
     }
     for state in pipeline.ledger.funds.values():
         assert_valid("fund_state.v1", codec.state_document(state))
+
+
+@pytest.mark.parametrize(
+    ("value", "key"),
+    [
+        (b'{"fill_id": "' + b"x" * 999_000 + b'"}', b"USDT"),
+        (b"\xff" * 100_000, None),
+        (b"{", b"k" * 5_000),
+        (b"{", b"\xfe" * 5_000),
+    ],
+    ids=["long-text", "long-binary", "long-key", "long-binary-key"],
+)
+def test_dead_letters_with_cut_copies_validate(value: bytes, key: bytes | None) -> None:
+    letter = codec.DeadLetter("invalid_json", "bad", "liquidation-fills", 0, 1, value, key, 1)
+    document = json.loads(codec.encode_dead_letter(letter))
+    assert {"value_length", "key_length"} & set(document)
+    assert_valid("dead_letter.v1", document)
+
+
+@pytest.mark.parametrize("lone", ["value_length", "value_sha256", "key_length", "key_sha256"])
+def test_a_cut_copy_needs_both_its_length_and_its_digest(lone: str) -> None:
+    document = json.loads((EXAMPLES_DIR / "dead_letter.v1.truncated.json").read_text())
+    assert_valid("dead_letter.v1", document)
+    document.pop("value_length"), document.pop("value_sha256")
+    document[lone] = 70_000 if lone.endswith("length") else "0" * 64
+    assert not VALIDATORS["dead_letter.v1"].is_valid(document)

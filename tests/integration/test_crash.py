@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from soak.crash import broker_restart_scenario, kill_scenario, rebalance_scenario
+from soak.crash import backlog_scenario, broker_restart_scenario, kill_scenario, rebalance_scenario
 from soak.harness import Tally
 
 
@@ -20,6 +20,12 @@ def test_sigkilled_worker_loses_and_repeats_nothing(kafka_bootstrap: str, tmp_pa
     assert tally.kills == 3
     assert_clean(tally, 3000)
     assert tally.dlq == 3000 // 97
+
+
+def test_a_backlog_waiting_at_start_up_is_read_whole(kafka_bootstrap: str, tmp_path: Path) -> None:
+    tally = backlog_scenario(kafka_bootstrap, tmp_path, fills=12_000, starts=2, seed=14)
+    assert_clean(tally, 12_000)
+    assert tally.dlq == 12_000 // 97
 
 
 def test_a_worker_leaving_and_rejoining_mid_stream_loses_and_repeats_nothing(

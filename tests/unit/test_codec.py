@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import hashlib
 import json
 import re
 from decimal import Decimal
@@ -23,7 +24,9 @@ from tests.strategies import (
     DECIMAL_FIELDS,
     DELETE,
     REQUIRED_FIELDS,
+    FillEvent,
     InvalidMessage,
+    fill_events,
     invalid_messages,
     make_fill,
     seed_bytes,
@@ -502,6 +505,50 @@ def test_decimal_exponent_beyond_any_range_is_invalid_event(
     rejected(decoder, raw_with(seed_document(), **{field: raw_number}), "invalid_event", field)
 
 
+@pytest.mark.parametrize(
+    ("field", "raw_number"),
+    [
+        ("timestamp", "1e5000"),
+        ("timestamp", "1e999999999"),  # as an int: minutes of CPU and gigabytes; judged as a decimal
+        ("timestamp", "-1e400"),
+        ("timestamp", "1" * 5_000),  # more digits than Python turns into an int
+        ("timestamp", "1e19"),
+        ("timestamp", "18446744073709551616"),
+        ("version", "1e5000"),
+        ("version", "1e999999999"),
+        ("version", "2" * 5_000),
+        ("quantity", "1" * 5_000),
+        ("fee", "-" + "1" * 5_000),
+        ("fill_id", "1" * 5_000),
+        ("side", "1" * 5_000),
+    ],
+)
+def test_integers_beyond_64_bits_are_invalid_event_naming_the_field(
+    decoder: FillDecoder, field: str, raw_number: str
+) -> None:
+    result = rejected(decoder, raw_with(seed_document(), **{field: raw_number}), "invalid_event", field)
+    assert len(result.detail) < 400  # an excerpt of the number, not all of it
+
+
+@pytest.mark.parametrize("literal", ["NaN", "Infinity", "-Infinity"])
+@pytest.mark.parametrize("field", [*DECIMAL_FIELDS, "timestamp", "fill_id", "extra"])
+def test_a_bare_nan_or_infinity_is_invalid_json_naming_the_field(
+    decoder: FillDecoder, literal: str, field: str
+) -> None:
+    result = rejected(decoder, raw_with(seed_document(), **{field: literal}), "invalid_json", field)
+    assert literal in result.detail
+
+
+def test_a_nan_nested_in_a_field_is_invalid_json() -> None:
+    result = rejected(DECODER, raw_with(seed_document(), extra='[1, {"a": NaN}]'), "invalid_json")
+    assert "NaN" in result.detail
+
+
+def test_a_number_beyond_a_double_is_described_as_a_number(decoder: FillDecoder) -> None:
+    result = rejected(decoder, raw_with(seed_document(), fill_id="1e400"), "invalid_event", "fill_id")
+    assert "got a number" in result.detail
+
+
 @given(invalid_messages())
 def test_generated_invalid_messages_are_rejected_naming_the_field(message: InvalidMessage) -> None:
     rejected(DECODER, message.raw, message.error, message.field)
@@ -840,6 +887,101 @@ def test_dead_letter_of_a_null_value_and_a_binary_key() -> None:
     assert isinstance(document["key"], str)
 
 
+VALUE_LIMIT = codec.DEAD_LETTER_VALUE_LIMIT
+KEY_LIMIT = codec.DEAD_LETTER_KEY_LIMIT
+BROKER_MESSAGE_LIMIT = 1_048_588  # Kafka's default message.max.bytes
+
+
+def dead_letter_of(value: bytes | None, key: bytes | None = b"USDT", detail: str = "bad") -> dict[str, Any]:
+    letter = DeadLetter("invalid_json", detail, "liquidation-fills", 0, 9, value, key, 1)
+    encoded = codec.encode_dead_letter(letter)
+    assert len(encoded) + len(codec.dead_letter_key(key) or b"") < BROKER_MESSAGE_LIMIT // 2
+    document: dict[str, Any] = json.loads(encoded)
+    return document
+
+
+@pytest.mark.parametrize("size", [0, 1, VALUE_LIMIT - 1, VALUE_LIMIT])
+def test_dead_letter_keeps_a_value_up_to_the_limit_whole(size: int) -> None:
+    value = b"x" * size
+    document = dead_letter_of(value)
+    assert document["value"] == value.decode()
+    assert "value_length" not in document and "value_sha256" not in document
+
+
+@pytest.mark.parametrize(
+    "value",
+    [
+        b"x" * (VALUE_LIMIT + 1),
+        b"\x01" * 1_000_000,  # six bytes each once escaped: 6 MB of JSON if copied whole
+        b'"\\' * 333_333,
+        b'{"fill_id": "' + b"x" * 999_000 + b'"}',
+    ],
+    ids=["one-over", "control-characters", "quotes-and-backslashes", "a-1mb-fill"],
+)
+def test_dead_letter_of_a_long_utf8_value_keeps_its_first_bytes(value: bytes) -> None:
+    document = dead_letter_of(value)
+    kept = document["value"].encode()
+    assert kept == value[:VALUE_LIMIT]
+    assert document["value_length"] == len(value)
+    assert document["value_sha256"] == hashlib.sha256(value).hexdigest()
+    assert "value_base64" not in document
+
+
+def test_dead_letter_cuts_a_long_text_back_to_a_whole_character() -> None:
+    value = b'{"' + "\u20ac".encode() * 400_000  # 3-byte characters: the limit falls inside one
+    document = dead_letter_of(value)
+    kept = document["value"].encode()
+    assert value.startswith(kept)
+    assert VALUE_LIMIT - 3 < len(kept) < VALUE_LIMIT
+    assert document["value_length"] == len(value)
+
+
+def test_dead_letter_of_a_long_value_that_is_not_utf8_keeps_base64_of_its_first_bytes() -> None:
+    value = b"x" * 900_000 + b"\xff"  # only the part that is cut away is not text
+    document = dead_letter_of(value)
+    assert "value" not in document
+    assert base64.b64decode(document["value_base64"], validate=True) == value[:VALUE_LIMIT]
+    assert document["value_sha256"] == hashlib.sha256(value).hexdigest()
+    assert document["value_length"] == len(value)
+
+
+@pytest.mark.parametrize("key", [b"k" * (KEY_LIMIT + 1), b"\xff" * 900_000])
+def test_dead_letter_keeps_the_first_bytes_of_a_long_key(key: bytes) -> None:
+    document = dead_letter_of(b"{", key=key)
+    kept = document["key"].encode() if key.startswith(b"k") else base64.b64decode(document["key"])
+    assert kept == key[:KEY_LIMIT]
+    assert document["key_length"] == len(key)
+    assert document["key_sha256"] == hashlib.sha256(key).hexdigest()
+    assert codec.dead_letter_key(key) == key[:KEY_LIMIT]
+
+
+def test_dead_letter_record_key_is_the_input_key_when_short() -> None:
+    assert codec.dead_letter_key(None) is None
+    assert codec.dead_letter_key(b"USDT") == b"USDT"
+    assert codec.dead_letter_key(b"k" * KEY_LIMIT) == b"k" * KEY_LIMIT
+
+
+def test_dead_letter_detail_is_bounded() -> None:
+    document = dead_letter_of(b"{", detail="d" * 100_000)
+    assert len(document["detail"]) == codec.DEAD_LETTER_DETAIL_LIMIT
+    assert document["detail"].endswith("...")
+
+
+def test_dead_letters_of_megabyte_messages_fit_the_broker(decoder: FillDecoder) -> None:
+    """Every kind of 1 MB message (the broker's limit) yields a dead letter well under 1 MB."""
+    for value in (
+        seed_bytes(fill_id="x" * 999_000),
+        seed_bytes(symbol="\x01" * 999_000),
+        b"\x01" * 1_000_000,
+        b"\xff" * 1_000_000,
+        b"[" * 1_000_000,
+    ):
+        rejection = decoder.decode(value)
+        assert isinstance(rejection, Rejection)
+        encoded = codec.encode_rejection(rejection, value, b"USDT", "liquidation-fills", 0, 1, 1)
+        assert len(encoded) < 500_000
+
+
 def test_states_are_written_sorted_by_fund_and_symbol() -> None:
     ledger = Ledger()
     ledger.fold(make_fill(fill_id="1", margin_currency="USDT", symbol="SOLUSDT"))
@@ -901,3 +1043,16 @@ def test_encoding_is_independent_of_how_the_fill_was_spelled(decoder: FillDecode
         encoded.add(codec.encode_delta(outcome.delta))
     assert encoded == {SEED_DELTA_BYTES}
     assert BASE_TIMESTAMP == 1_700_000_000_000
+
+
+@given(fill_events(extremes=True))
+def test_encode_fill_decodes_to_the_same_fill(event: FillEvent) -> None:
+    fill = DECODER.decode(event.encode())
+    assert isinstance(fill, LiquidationFill)
+    assert DECODER.decode(codec.encode_fill(fill)) == fill
+
+
+def test_encode_fill_drops_unknown_fields() -> None:
+    raw = seed_bytes(padding="x" * 1_000_000)
+    fill = accepted(DECODER, raw)
+    assert len(codec.encode_fill(fill)) < 400

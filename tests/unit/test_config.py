@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import copy
+import dataclasses
+import logging
+import pprint
 import shutil
 import ssl
 import subprocess
@@ -10,9 +14,14 @@ from pathlib import Path
 
 import faust
 import pytest
+from aiokafka.protocol.admin import (
+    SaslAuthenticateRequest,
+    SaslAuthenticateRequest_v1,
+    SaslAuthenticateResponse_v1,
+)
 from faust.types.auth import AuthProtocol, SASLMechanism
 
-from processor.config import ConfigError, KafkaSecurity, Settings
+from processor.config import ConfigError, KafkaSecurity, Secret, Settings
 from processor.domain.ledger import DEFAULT_DUPLICATE_WINDOW_MS
 from processor.domain.state import FundRules
 from processor.stream.kafka import client_options, faust_credentials
@@ -33,7 +42,7 @@ FULL_ENVIRONMENT = {
     "TOPIC_REPLICATION_FACTOR": "3",
     "TABLE_STANDBY_REPLICAS": "1",
     "COMMIT_INTERVAL_SECONDS": "2.5",
-    "PROCESSING_GUARANTEE": "at_least_once",
+    "PROCESSING_GUARANTEE": "exactly_once",
     "STORE": "rocksdb",
     "DATA_DIR": "/var/lib/insurance-fund",
     "WEB_HOST": "0.0.0.0",
@@ -71,7 +80,7 @@ def test_defaults() -> None:
     )
     assert (settings.partitions, settings.replication_factor, settings.standby_replicas) == (3, 1, 0)
     assert settings.commit_interval_seconds == 1.0
-    assert settings.processing_guarantee == "at_least_once"
+    assert settings.processing_guarantee == "exactly_once"
     assert (settings.store, settings.data_dir) == ("memory", Path("var/data"))
     assert (settings.web_host, settings.web_port) == ("127.0.0.1", 6066)
     assert (settings.batch_size, settings.batch_seconds) == (2000, 0.05)
@@ -95,7 +104,7 @@ def test_every_variable_is_read() -> None:
         replication_factor=3,
         standby_replicas=1,
         commit_interval_seconds=2.5,
-        processing_guarantee="at_least_once",
+        processing_guarantee="exactly_once",
         store="rocksdb",
         data_dir=Path("/var/lib/insurance-fund"),
         web_host="0.0.0.0",
@@ -167,7 +176,7 @@ def test_from_env_reads_only_the_mapping_it_is_given(monkeypatch: pytest.MonkeyP
         ("TABLE_STANDBY_REPLICAS", "-1"),
         ("COMMIT_INTERVAL_SECONDS", "soon"),
         ("COMMIT_INTERVAL_SECONDS", "NaN"),
-        ("PROCESSING_GUARANTEE", "exactly_once"),
+        ("PROCESSING_GUARANTEE", "at_least_once"),
         ("STORE", "redis"),
         ("WEB_PORT", "http"),
         ("WEB_PORT", "-1"),
@@ -361,8 +370,46 @@ def test_ssl_key_password_is_used(certificate: dict[str, str]) -> None:
     wrong = Settings.from_env(
         {"KAFKA_SECURITY_PROTOCOL": "SSL"} | certificate | {"KAFKA_SSL_PASSWORD": "not-the-password"}
     )
-    with pytest.raises(ssl.SSLError):
+    with pytest.raises(ConfigError, match="KAFKA_SSL_PASSWORD") as raised:
         client_options(wrong)
+    assert "not-the-password" not in str(raised.value)
+
+
+def test_an_encrypted_key_without_its_password_is_a_config_error_not_a_prompt(
+    certificate: dict[str, str],
+) -> None:
+    """OpenSSL would ask for the pass phrase on the terminal: a hang with one, EINVAL without."""
+    settings = Settings.from_env(
+        {"KAFKA_SECURITY_PROTOCOL": "SSL"} | certificate | {"KAFKA_SSL_PASSWORD": ""}
+    )
+    with pytest.raises(ConfigError, match=r"^KAFKA_SSL_KEYFILE: .*encrypted.*KAFKA_SSL_PASSWORD"):
+        client_options(settings)
+    with pytest.raises(ConfigError, match="KAFKA_SSL_PASSWORD"):
+        faust_credentials(settings.security)
+
+
+@pytest.mark.parametrize(
+    ("environment", "variable"),
+    [
+        ({"KAFKA_SSL_CAFILE": "/nonexistent/ca.pem"}, "KAFKA_SSL_CAFILE"),
+        ({"KAFKA_SSL_KEYFILE": "/etc/kafka/client.key"}, "KAFKA_SSL_KEYFILE"),
+        ({"KAFKA_SSL_CERTFILE": "/nonexistent/client.pem"}, "KAFKA_SSL_CERTFILE"),
+    ],
+)
+def test_unusable_tls_files_are_config_errors_naming_the_variable(
+    environment: dict[str, str], variable: str
+) -> None:
+    settings = Settings.from_env({"KAFKA_SECURITY_PROTOCOL": "SSL"} | environment)
+    with pytest.raises(ConfigError, match=rf"^{variable}\b"):
+        client_options(settings)
+
+
+def test_a_ca_file_that_is_not_a_certificate_is_a_config_error(certificate: dict[str, str]) -> None:
+    settings = Settings.from_env(
+        {"KAFKA_SECURITY_PROTOCOL": "SSL", "KAFKA_SSL_CAFILE": certificate["KAFKA_SSL_KEYFILE"]}
+    )
+    with pytest.raises(ConfigError, match=r"^KAFKA_SSL_CAFILE\b"):
+        client_options(settings)
 
 
 def test_ssl_without_files_uses_the_system_trust_store() -> None:
@@ -381,3 +428,72 @@ def test_faust_and_aiokafka_never_disagree_on_the_sasl_mechanism(mechanism: str)
         return
     credentials = faust_credentials(settings.security)
     assert credentials.mechanism.value == client_options(settings)["sasl_mechanism"]
+
+
+@pytest.mark.parametrize("missing", ["KAFKA_SASL_USERNAME", "KAFKA_SASL_PASSWORD"])
+@pytest.mark.parametrize("protocol", ["SASL_PLAINTEXT", "SASL_SSL"])
+def test_sasl_without_credentials_is_a_config_error(protocol: str, missing: str) -> None:
+    """Not aiokafka's bare AssertionError, raised in faust's consumer thread for the worker."""
+    environment = sasl_environment(protocol, "SCRAM-SHA-256")
+    del environment[missing]
+    settings = Settings.from_env(environment)
+    with pytest.raises(ConfigError, match=r"^KAFKA_SASL_USERNAME and KAFKA_SASL_PASSWORD are required"):
+        client_options(settings)
+    with pytest.raises(ConfigError, match=r"^KAFKA_SASL_USERNAME and KAFKA_SASL_PASSWORD are required"):
+        faust_credentials(settings.security)
+
+
+# --- secrets stay out of dumps and logs ------------------------------------------------------------------
+
+
+def test_passwords_are_secrets_equal_to_their_text_but_redacted_in_any_repr() -> None:
+    settings = Settings.from_env(FULL_ENVIRONMENT)
+    security = settings.security
+    assert isinstance(security.sasl_password, Secret)
+    assert isinstance(security.ssl_password, Secret)
+    assert security.sasl_password == SASL_PASSWORD
+    assert f"{security.sasl_password}" == str(security.sasl_password) == SASL_PASSWORD  # usable as text
+    assert repr(security.sasl_password) == "'<redacted>'"
+    sasl_options = client_options(Settings.from_env(sasl_environment("SASL_PLAINTEXT", "PLAIN")))
+    dumps = [
+        repr(dataclasses.asdict(settings)),
+        str(dataclasses.asdict(settings)),
+        pprint.pformat(settings),
+        repr(vars(security)),
+        repr(copy.deepcopy(settings)),
+        repr(settings.replace(app_id="other")),
+        repr(sasl_options),
+        str(sasl_options),
+    ]
+    for text in dumps:
+        assert SASL_PASSWORD not in text
+        assert SSL_PASSWORD not in text
+
+
+def test_passwords_given_to_the_constructor_become_secrets() -> None:
+    security = KafkaSecurity(sasl_password="typed-in", ssl_password="also-typed-in")
+    assert isinstance(security.sasl_password, Secret)
+    assert isinstance(security.ssl_password, Secret)
+    assert security == KafkaSecurity(sasl_password=Secret("typed-in"), ssl_password="also-typed-in")
+    assert "typed-in" not in repr(dataclasses.asdict(security))
+    assert KafkaSecurity().sasl_password is None
+
+
+def test_aiokafka_debug_log_of_the_sasl_exchange_is_redacted(caplog: pytest.LogCaptureFixture) -> None:
+    """aiokafka logs every request at debug level; for PLAIN the SASL bytes hold the password."""
+    client_options(Settings.from_env(sasl_environment("SASL_PLAINTEXT", "PLAIN")))  # installs the filter
+    payload = b"\x00fund-worker\x00" + SASL_PASSWORD.encode()
+    request = SaslAuthenticateRequest(payload).build(SaslAuthenticateRequest_v1)
+    response = SaslAuthenticateResponse_v1(0, "", payload, 0)
+    conn_log = logging.getLogger("aiokafka.conn")
+    with caplog.at_level(logging.DEBUG, logger="aiokafka.conn"):
+        conn_log.debug("Request to %s:%d %d: %s", "kafka", 9093, 3, request)
+        conn_log.debug("Response from %s:%d %d: %s", "kafka", 9093, 3, response)
+        conn_log.debug("Request to %s:%d %d: %s", "kafka", 9093, 4, "MetadataRequest_v1(topics=[])")
+    messages = [record.getMessage() for record in caplog.records]
+    assert messages == [
+        "Request to kafka:9093 3: SaslAuthenticateRequest_v1(<redacted>)",
+        "Response from kafka:9093 3: SaslAuthenticateResponse_v1(<redacted>)",
+        "Request to kafka:9093 4: MetadataRequest_v1(topics=[])",
+    ]
+    assert SASL_PASSWORD not in caplog.text

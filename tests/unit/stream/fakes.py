@@ -24,7 +24,7 @@ class FakeTransactions:
         self.partitions = partitions
         self.capacity = capacity
 
-    def create_batch(self) -> FakeBatch:
+    def create_batch(self, owner: int) -> FakeBatch:
         return FakeBatch(self.capacity)
 
 
