@@ -63,6 +63,7 @@ from processor.pipeline import Pipeline
 from processor.replay import OutputFiles, replay_lines
 from processor.simulate import fills as simulated_fills
 from processor.stream.partitioning import key_partition
+from tests.strategies import DECIMAL_FIELDS, REQUIRED_FIELDS
 
 if TYPE_CHECKING:
     from soak.harness import Tally
@@ -83,21 +84,9 @@ MESSAGE = "message"  # the "field" of a defect in the message as a whole (not JS
 
 Say = Callable[[str], None]
 
-DECIMAL_FIELDS = ("contract_size", "bankruptcy_price", "fill_price", "quantity", "unfilled_quantity", "fee")
 POSITIVE_DECIMALS = ("contract_size", "bankruptcy_price", "fill_price")
 STRING_FIELDS = ("fill_id", "liquidation_id", "symbol", "margin_currency")
 ENUM_FIELDS = ("side", "contract_type")
-REQUIRED_FIELDS = (
-    "fill_id",
-    "liquidation_id",
-    "symbol",
-    "margin_currency",
-    "side",
-    "bankruptcy_price",
-    "fill_price",
-    "quantity",
-    "timestamp",
-)
 CONFLICT_FIELDS = (
     "liquidation_id",
     "symbol",
