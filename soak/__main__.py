@@ -94,6 +94,11 @@ def main() -> int:
     say(f"scratch directory {scratch}")
     tallies: list[Tally] = []
 
+    def place(name: str) -> Path:
+        folder = scratch / name
+        folder.mkdir(parents=True, exist_ok=True)
+        return folder
+
     def record(run: Callable[[], Tally]) -> None:
         tally = run()
         tallies.append(tally)
@@ -106,12 +111,12 @@ def main() -> int:
             say(f"kill -9: {args.kills} kills over {args.fills} fills")
             record(
                 lambda: kill_scenario(
-                    bootstrap, scratch / "kill", fills=args.fills, kills=args.kills, seed=args.seed, say=say
+                    bootstrap, place("kill"), fills=args.fills, kills=args.kills, seed=args.seed, say=say
                 )
             )
         if "backlog" in args.only:
             say(f"backlog start: {args.fills} fills waiting, 5 starts")
-            backlog = scratch / "backlog"
+            backlog = place("backlog")
             record(
                 lambda: backlog_scenario(
                     bootstrap, backlog, fills=args.fills, starts=5, seed=args.seed, say=say
@@ -122,7 +127,7 @@ def main() -> int:
             record(
                 lambda: rebalance_scenario(
                     bootstrap,
-                    scratch / "rebalance",
+                    place("rebalance"),
                     fills=args.fills,
                     rounds=args.rounds,
                     seed=args.seed,
@@ -134,15 +139,13 @@ def main() -> int:
 
             say(f"hostile input: {args.bad} malformed messages among valid fills")
             record(
-                lambda: hostile_scenario(
-                    bootstrap, scratch / "hostile", bad=args.bad, seed=args.seed, say=say
-                )
+                lambda: hostile_scenario(bootstrap, place("hostile"), bad=args.bad, seed=args.seed, say=say)
             )
     if "broker" in args.only:
         say(f"broker restart: {args.restarts} restarts over {args.fills // 2} fills")
         record(
             lambda: broker_restart_scenario(
-                scratch / "broker", fills=args.fills // 2, restarts=args.restarts, seed=args.seed, say=say
+                place("broker"), fills=args.fills // 2, restarts=args.restarts, seed=args.seed, say=say
             )
         )
     print()
