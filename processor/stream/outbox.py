@@ -1,13 +1,10 @@
 """A batch's records, grouped by the partition number whose transaction carries them.
 
-Records are appended to whole record batches (one per topic partition) instead of going through
-aiokafka's per-record ``send`` (~25 us each, most of a fill's budget); ``take`` hands everything
-queued to ``Transactions.commit``.
+``Transactions.commit`` sends them as whole record batches (one per topic partition) instead of
+through aiokafka's per-record ``send`` (~25 us each, most of a fill's budget).
 """
 
 from __future__ import annotations
-
-from typing import Any
 
 from processor.stream.partitioning import key_partition
 from processor.stream.transactions import PartitionWork, Transactions
@@ -20,7 +17,6 @@ class Outbox:
 
     def __init__(self, transactions: Transactions) -> None:
         self.transactions = transactions
-        self._open: dict[tuple[int, str, int], Any] = {}
         self._work: dict[int, PartitionWork] = {}
 
     def add(
@@ -36,14 +32,11 @@ class Outbox:
         partitioner would put them."""
         if partition is None:
             partition = key_partition(key, self.transactions.partitions[topic]) if key is not None else 0
-        slot = (owner, topic, partition)
-        builder = self._open.get(slot)
-        if builder is None:
-            builder = self._open[slot] = self.transactions.create_batch(owner)
-        if builder.append(key=key, value=value, timestamp=None, headers=headers or []) is None:
-            self.work(owner).batches.append((topic, partition, builder))  # full: it goes first
-            builder = self._open[slot] = self.transactions.create_batch(owner)
-            builder.append(key=key, value=value, timestamp=None, headers=headers or [])
+        records = self.work(owner).records
+        slot = records.get((topic, partition))
+        if slot is None:
+            slot = records[topic, partition] = []
+        slot.append((key, value, headers or []))
 
     def work(self, owner: int) -> PartitionWork:
         work = self._work.get(owner)
@@ -53,8 +46,5 @@ class Outbox:
 
     def take(self) -> dict[int, PartitionWork]:
         """Everything queued since the last ``take``, per owning partition number."""
-        for (owner, topic, partition), builder in self._open.items():
-            self.work(owner).batches.append((topic, partition, builder))
-        self._open.clear()
         work, self._work = self._work, {}
         return work

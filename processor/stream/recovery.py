@@ -1,17 +1,19 @@
-"""Two narrow changes to faust 0.15.3 that exactly-once state needs; everything else is stock faust.
+"""The narrow changes to faust 0.15.3 that exactly-once needs; everything else is stock faust.
 
-1. The worker's consumer reads ``read_committed``: table recovery must not load changelog records
+1. faust commits no offsets; the batches' transactions do (``transactions.py``).
+2. The worker's consumer reads ``read_committed``: table recovery must not load changelog records
    of transactions that never committed, and input written transactionally must not be seen early.
    faust picks ``read_committed`` only in its own ``exactly_once`` mode, whose transactions do not
    cover sends to topics the app does not consume (see the README).
-2. Before recovery measures a changelog partition it is about to restore, the worker claims the
+3. Stream buffers are not emptied when flow resumes (see ``ReadCommittedApp.FlowControlQueue``).
+4. Before recovery measures a changelog partition it is about to restore, the worker claims the
    partition (``Transactions.claim``): the previous owner is fenced, its open transaction aborted,
    and the partition ends with a record recovery can reach.
 """
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable, Iterable
+from collections.abc import Awaitable, Callable, Iterable, Mapping
 from typing import Any
 
 import faust
@@ -29,6 +31,12 @@ class _ReadCommittedConsumerThread(faust_aiokafka.AIOKafkaConsumerThread):
 class _ReadCommittedConsumer(faust_aiokafka.Consumer):
     def _new_consumer_thread(self) -> faust_aiokafka.AIOKafkaConsumerThread:
         return _ReadCommittedConsumerThread(self, loop=self.loop, beacon=self.beacon)
+
+    async def _commit(self, offsets: Mapping[TP, int]) -> bool:
+        """Commit nothing: the batches' transactions commit the consumed offsets. faust's own commit
+        of acknowledged offsets, landing after a later transaction, would move the group back, and the
+        next owner would read (and dead-letter) that input a second time."""
+        return True
 
 
 class _ReadCommittedTransport(faust_aiokafka.Transport):

@@ -24,30 +24,35 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
+from aiokafka.errors import ProducerFenced, TransactionalIdAuthorizationFailed
 
 log = logging.getLogger(__name__)
 
 TAIL_KEY = b"~"  # the tail record's key in every changelog; never a fund (currencies are A-Z0-9)
 TAIL_VALUE = b""
 TRANSACTION_TIMEOUT_MS = 30_000  # an orphaned transaction nobody claims is aborted by the broker after this
+RETRY_FOR_SECONDS = 180.0  # how long a partition's transaction is retried through broker outages
+Record = tuple[bytes | None, bytes | None, list[tuple[str, bytes]]]  # key, value, headers
 
 
 @dataclass
 class PartitionWork:
-    """What one partition number's transaction carries: record batches in send order, then offsets."""
+    """What one partition number's transaction carries: records per topic partition, in order, then
+    the consumed offsets. Kept as plain records so that a transaction can be built again when it has
+    to be retried with a new producer."""
 
-    batches: list[tuple[str, int, Any]] = field(default_factory=list)  # (topic, partition, BatchBuilder)
+    records: dict[tuple[str, int], list[Record]] = field(default_factory=dict)
     offsets: dict[TopicPartition, int] = field(default_factory=dict)  # next offset to read
 
     @property
     def empty(self) -> bool:
-        return not self.batches and not self.offsets
+        return not self.records and not self.offsets
 
 
 class Transactions:
@@ -60,7 +65,9 @@ class Transactions:
         client_options: Mapping[str, Any],
         changelogs: Iterable[str],
         sources: Iterable[str],
+        owns: Callable[[int], bool] = lambda partition: True,
     ) -> None:
+        self.owns = owns
         self.app_id = app_id
         self.group_id = group_id
         self.client_options = dict(client_options)
@@ -104,15 +111,6 @@ class Transactions:
         if self._admin is not None:
             await self._admin.close()
             self._admin = None
-
-    def create_batch(self, owner: int) -> Any:
-        """An empty record batch for ``owner``'s transaction. It must come from that partition's
-        transactional producer: a batch built by any other producer lacks the transactional flag,
-        and its records would be visible at once and never aborted."""
-        producer = self.producers.get(owner)
-        if producer is None:
-            raise RuntimeError(f"partition {owner} was not claimed by this worker")
-        return producer.create_batch()
 
     async def claim(self, partitions: Iterable[int]) -> dict[str, int]:
         """Take ``partitions`` over: fence their previous owners (aborting anything left open), end
@@ -177,14 +175,59 @@ class Transactions:
         await asyncio.gather(*(self._commit(owner, part) for owner, part in work.items() if not part.empty))
 
     async def _commit(self, partition: int, work: PartitionWork) -> None:
-        producer = await self._producer(partition)
+        """Commit ``work`` in ``partition``'s transaction. A failure other than being fenced (a broker
+        restart, say) is retried with a new producer while this worker still owns the partition: its
+        initialisation aborts the failed transaction, unless that one did commit, which the group's
+        committed offsets (moved only by these transactions) then show."""
+        deadline = asyncio.get_running_loop().time() + RETRY_FOR_SECONDS
+        while True:
+            try:
+                await self._transaction(await self._producer(partition), work)
+                self.commits += 1
+                return
+            except (ProducerFenced, TransactionalIdAuthorizationFailed):
+                raise
+            except Exception as error:
+                if asyncio.get_running_loop().time() > deadline or not self.owns(partition):
+                    raise
+                log.warning(
+                    "transaction of partition %d failed (%r); retrying with a new producer", partition, error
+                )
+                await self.release([partition])
+                await asyncio.sleep(1.0)
+                try:
+                    await self._producer(partition)  # aborts the failed transaction, or waits for its commit
+                    if await self._committed(work):
+                        self.commits += 1
+                        return
+                except Exception as again:
+                    log.warning("partition %d: broker not back yet (%r)", partition, again)
+                    await self.release([partition])
+
+    async def _transaction(self, producer: AIOKafkaProducer, work: PartitionWork) -> None:
         await producer.begin_transaction()
-        deliveries = [
-            await producer.send_batch(builder, topic, partition=topic_partition)
-            for topic, topic_partition, builder in work.batches
-        ]
+        deliveries = []
+        for (topic, topic_partition), records in work.records.items():
+            builder = producer.create_batch()  # built by this producer: the transactional flag is set
+            for key, value, headers in records:
+                if builder.append(key=key, value=value, timestamp=None, headers=headers) is None:
+                    deliveries.append(await producer.send_batch(builder, topic, partition=topic_partition))
+                    builder = producer.create_batch()
+                    builder.append(key=key, value=value, timestamp=None, headers=headers)
+            deliveries.append(await producer.send_batch(builder, topic, partition=topic_partition))
         if work.offsets:
             await producer.send_offsets_to_transaction(work.offsets, self.group_id)
         await asyncio.gather(*deliveries)
         await producer.commit_transaction()
-        self.commits += 1
+
+    async def _committed(self, work: PartitionWork) -> bool:
+        """Whether the group's committed offsets already include ``work`` (its transaction committed)."""
+        if not work.offsets:
+            return False
+        admin = self._admin
+        assert admin is not None
+        committed = await admin.list_consumer_group_offsets(self.group_id, partitions=list(work.offsets))
+        return all(
+            (meta := committed.get(tp)) is not None and meta.offset >= offset
+            for tp, offset in work.offsets.items()
+        )

@@ -29,8 +29,8 @@ def staged(box: Outbox) -> dict[int, list[tuple[str, int, bytes | None, bytes | 
     return {
         owner: [
             (topic, partition, key, value)
-            for topic, partition, batch in work.batches
-            for key, value, _ in batch.records
+            for (topic, partition), recorded in work.records.items()
+            for key, value, _ in recorded
         ]
         for owner, work in box.take().items()
     }
