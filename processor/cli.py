@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import gc
+import logging
 import os
 import sys
 from collections.abc import Sequence
@@ -72,7 +73,7 @@ def build_parser() -> argparse.ArgumentParser:
     replay.add_argument("--quiet", action="store_true", help="no per-fund summary")
     _add_fund_options(replay)
 
-    worker = commands.add_parser("worker", help="run the stream processor (faust worker)")
+    worker = commands.add_parser("worker", help="run the stream processor (a consumer group member)")
     _add_fund_options(worker)
 
     commands.add_parser("demo", help="run a worker, a simulated crash feed and a live view of the funds")
@@ -136,19 +137,13 @@ def _replay(settings: Settings, args: argparse.Namespace) -> int:
 
 
 def _worker(settings: Settings) -> int:
-    from faust.worker import Worker as FaustWorker
+    from processor.stream.worker import run_worker
 
-    from processor.stream.app import create_app
-    from processor.stream.kafka import prepare_topics
-
-    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    logging.basicConfig(
+        level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
     gc.freeze()  # what start-up loaded lives for the whole run; keep the collector off it
-    loop = asyncio.new_event_loop()
-    asyncio.set_event_loop(loop)
-    partitions = loop.run_until_complete(prepare_topics(settings))
-    worker = create_app(settings, partitions)
-    FaustWorker(worker.app, loglevel=settings.log_level, loop=loop).execute_from_commandline()
-    return 0
+    return run_worker(settings)
 
 
 def _produce(settings: Settings, args: argparse.Namespace) -> int:

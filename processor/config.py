@@ -70,6 +70,18 @@ def _integer(variable: str, text: str, minimum: int = 0, maximum: int | None = N
     return number
 
 
+WORKER_ID = re.compile(r"[A-Za-z0-9._-]{1,200}")
+
+
+def _worker_id(text: str | None) -> str:
+    """The worker's static group membership id; empty means "derive one" (see ``Settings.member_id``)."""
+    if text is None:
+        return ""
+    if WORKER_ID.fullmatch(text) is None:
+        raise ConfigError(f"WORKER_ID: expected 1-200 of A-Z, a-z, 0-9, '.', '_', '-', got {text!r}")
+    return text
+
+
 def fund_rules(
     default_precision: str | None = None,
     precision: str = "",
@@ -144,19 +156,22 @@ class Settings:
     dlq_topic: str = "liquidation-fills-dlq"
     partitions: int = 3
     replication_factor: int = 1
-    standby_replicas: int = 0
-    commit_interval_seconds: float = 1.0
-    processing_guarantee: str = "exactly_once"
+    worker_id: str = ""
     store: str = "memory"
     data_dir: Path = Path("var/data")
     web_host: str = "127.0.0.1"
     web_port: int = 6066
-    batch_size: int = 2000
+    batch_size: int = 5000
     batch_seconds: float = 0.05
     rules: FundRules = field(default_factory=FundRules)
     duplicate_window_ms: int = DEFAULT_DUPLICATE_WINDOW_MS
     security: KafkaSecurity = field(default_factory=KafkaSecurity)
     log_level: str = "info"
+
+    def member_id(self, host: str) -> str:
+        """The ``group.instance.id``: ``WORKER_ID``, else ``<host>-<WEB_PORT>``, stable across restarts
+        of the same worker and unique on a host (two workers cannot share a port)."""
+        return self.worker_id or f"{host}-{self.web_port}"
 
     def replace(self, **changes: object) -> Settings:
         return dataclasses.replace(self, **changes)  # type: ignore[arg-type]
@@ -166,12 +181,6 @@ class Settings:
         """Read settings from an environment mapping (``os.environ`` at the composition root)."""
         env = {name: value for name, value in environ.items() if value != ""}
         defaults = cls()
-        guarantee = env.get("PROCESSING_GUARANTEE", defaults.processing_guarantee)
-        if guarantee != "exactly_once":
-            raise ConfigError(
-                "PROCESSING_GUARANTEE: only exactly_once (the worker's own transactions, see the README)"
-                f" is supported, got {guarantee!r}"
-            )
         store = env.get("STORE", defaults.store)
         if store not in ("memory", "rocksdb"):
             raise ConfigError(f"STORE: expected memory or rocksdb, got {store!r}")
@@ -188,18 +197,12 @@ class Settings:
                 env.get("TOPIC_REPLICATION_FACTOR", str(defaults.replication_factor)),
                 1,
             ),
-            standby_replicas=_integer(
-                "TABLE_STANDBY_REPLICAS", env.get("TABLE_STANDBY_REPLICAS", str(defaults.standby_replicas))
-            ),
-            commit_interval_seconds=_seconds(
-                "COMMIT_INTERVAL_SECONDS", env.get("COMMIT_INTERVAL_SECONDS", "1.0")
-            ),
-            processing_guarantee=guarantee,
+            worker_id=_worker_id(env.get("WORKER_ID")),
             store=store,
             data_dir=Path(env.get("DATA_DIR", str(defaults.data_dir))),
             web_host=env.get("WEB_HOST", defaults.web_host),
             web_port=_integer("WEB_PORT", env.get("WEB_PORT", str(defaults.web_port)), 0, 65535),
-            batch_size=_integer("BATCH_SIZE", env.get("BATCH_SIZE", str(defaults.batch_size)), 1),
+            batch_size=_integer("BATCH_SIZE", env.get("BATCH_SIZE", str(defaults.batch_size)), 1, 100_000),
             batch_seconds=_seconds("BATCH_SECONDS", env.get("BATCH_SECONDS", str(defaults.batch_seconds))),
             rules=fund_rules(
                 default_precision=env.get("FUND_DEFAULT_PRECISION"),

@@ -1,26 +1,43 @@
-"""Decode, fold, encode: the path every input message takes, whatever carries it (file, topic, bench)."""
+"""The one handler: decode, route, fold, encode. The worker, file replay, topic replay and the
+benchmarks all process a message through ``Pipeline.process``, so there is one path from bytes to
+deltas whatever carries them."""
 
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import NamedTuple
 
 from processor import codec
 from processor.codec import FillDecoder, Rejection
+from processor.domain.events import LiquidationFill
 from processor.domain.ledger import Ledger
 
 _new = tuple.__new__
 
+SOURCE_HEADER = "insurance-fund-source"
+SOURCE_KEY_HEADER = "insurance-fund-source-key"
+Headers = Sequence[tuple[str, bytes]]
+
 
 class Emitted(NamedTuple):
-    """The encoded outputs of one input message; at most one of ``delta`` and ``dead_letter``."""
+    """The encoded outputs of one input message.
+
+    At most one of ``delta``, ``dead_letter`` and ``forward`` is set. ``forward`` is the message to
+    move to partition ``home`` of the re-partition topic first (a fill read on a partition its fund
+    does not live on); ``headers`` then say where it came from.
+    """
 
     fund: str | None
     symbol: str | None
     delta: bytes | None = None
     trigger: bytes | None = None
     dead_letter: bytes | None = None
+    dead_letter_key: bytes | None = None
+    forward: bytes | None = None
+    home: int = -1
+    headers: list[tuple[str, bytes]] | None = None
+    error: str | None = None
 
 
 def wall_clock_ms() -> int:
@@ -28,43 +45,87 @@ def wall_clock_ms() -> int:
 
 
 class Pipeline:
-    """Fold raw messages into a ``Ledger`` and encode what each one produced."""
+    """Fold raw messages into a ``Ledger`` and encode what each one produced.
+
+    With ``home`` (fund -> partition number) and ``routed_topic`` (the topic producers write), a fill
+    read from ``routed_topic`` on another partition than its fund's is not folded but returned as a
+    ``forward``: only the partition a fund lives on folds it, so each fund has one owner.
+    """
 
     def __init__(
-        self, decoder: FillDecoder, ledger: Ledger, clock_ms: Callable[[], int] = wall_clock_ms
+        self,
+        decoder: FillDecoder,
+        ledger: Ledger,
+        clock_ms: Callable[[], int] = wall_clock_ms,
+        home: Callable[[str], int] | None = None,
+        routed_topic: str | None = None,
     ) -> None:
         self.decoder = decoder
         self.ledger = ledger
         self.clock_ms = clock_ms
+        self.home = home
+        self.routed_topic = routed_topic
 
     def process(
-        self, value: bytes | None, key: bytes | None, topic: str, partition: int | None, offset: int
+        self,
+        value: bytes | None,
+        key: bytes | None,
+        topic: str,
+        partition: int | None,
+        offset: int,
+        headers: Headers = (),
     ) -> Emitted:
         fill = self.decoder.decode(value)
         if isinstance(fill, Rejection):
-            return Emitted(
-                None, None, dead_letter=self._dead_letter(fill, value, key, topic, partition, offset)
-            )
+            return self._rejected(fill, value, key, topic, partition, offset, headers, None, None)
+        fund = fill.margin_currency
+        if self.home is not None and topic == self.routed_topic:
+            home = self.home(fund)
+            if home != partition:
+                return self._forward(fill, value, key, topic, partition, offset, home)
         _, delta, trigger, conflict = self.ledger.fold(fill)
         if delta is None:
             if conflict is None:
-                return Emitted(fill.margin_currency, fill.symbol)
+                return Emitted(fund, fill.symbol)
             rejection = Rejection(codec.CONFLICTING_DUPLICATE, conflict)
-            letter = self._dead_letter(rejection, value, key, topic, partition, offset)
-            return Emitted(fill.margin_currency, fill.symbol, dead_letter=letter)
+            return self._rejected(rejection, value, key, topic, partition, offset, headers, fund, fill.symbol)
         # Positional construction: building a NamedTuple by keyword costs several times more.
         return _new(
             Emitted,
             (
-                fill.margin_currency,
+                fund,
                 fill.symbol,
                 codec.encode_delta(delta),
                 None if trigger is None else codec.encode_trigger(trigger, self.ledger.policy(trigger.fund)),
                 None,
+                None,
+                None,
+                -1,
+                None,
+                None,
             ),
         )
 
-    def _dead_letter(
+    @staticmethod
+    def _forward(
+        fill: LiquidationFill,
+        value: bytes | None,
+        key: bytes | None,
+        topic: str,
+        partition: int | None,
+        offset: int,
+        home: int,
+    ) -> Emitted:
+        origin = [(SOURCE_HEADER, f"{topic}:{partition}:{offset}".encode())]
+        short_key = codec.dead_letter_key(key)
+        if short_key is not None:
+            origin.append((SOURCE_KEY_HEADER, short_key))
+        # a fill near the broker's size limit would not fit with the headers: forward it compact
+        small = value is not None and len(value) <= codec.DEAD_LETTER_VALUE_LIMIT
+        forwarded = value if small else codec.encode_fill(fill)
+        return Emitted(fill.margin_currency, None, forward=forwarded, home=home, headers=origin)
+
+    def _rejected(
         self,
         rejection: Rejection,
         value: bytes | None,
@@ -72,5 +133,22 @@ class Pipeline:
         topic: str,
         partition: int | None,
         offset: int,
-    ) -> bytes:
-        return codec.encode_rejection(rejection, value, key, topic, partition, offset, self.clock_ms())
+        headers: Headers,
+        fund: str | None,
+        symbol: str | None,
+    ) -> Emitted:
+        for header, origin in headers:
+            if header == SOURCE_HEADER:  # a forwarded fill: name where the producer put it
+                source_topic, source_partition, source_offset = origin.decode().rsplit(":", 2)
+                topic, partition, offset = source_topic, int(source_partition), int(source_offset)
+                key = None
+            elif header == SOURCE_KEY_HEADER:
+                key = origin
+        letter = codec.encode_rejection(rejection, value, key, topic, partition, offset, self.clock_ms())
+        return Emitted(
+            fund,
+            symbol,
+            dead_letter=letter,
+            dead_letter_key=codec.dead_letter_key(key),
+            error=rejection.error,
+        )

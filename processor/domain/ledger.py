@@ -97,6 +97,9 @@ class Ledger:
         self.funds: dict[str, FundState] = {}
         self.windows: dict[str, DuplicateWindow] = {}
         self._policies: dict[str, FundPolicy] = {}
+        #: When set (by the streaming worker), every fund ``fold`` touches gets an entry here, with
+        #: the fills it applied: what the fund's changelog records must carry at the next flush.
+        self.journal: dict[str, list[LiquidationFill]] | None = None
 
     def policy(self, fund: str) -> FundPolicy:
         policy = self._policies.get(fund)
@@ -115,6 +118,13 @@ class Ledger:
             window = self.windows[fund] = DuplicateWindow(self.duplicate_window_ms)
         outcome = apply(state, fill, policy, window.get(fill.fill_id))
         self.funds[fund] = outcome.state
+        journal = self.journal
+        if journal is not None:
+            entries = journal.get(fund)
+            if entries is None:
+                entries = journal[fund] = []
+            if outcome.delta is not None:
+                entries.append(fill)
         if outcome.delta is not None:
             window.remember(fill)
         return outcome

@@ -1,125 +1,127 @@
-"""The worker's funds: a ``Ledger`` loaded from, and flushed to, two changelog-backed tables.
+"""The owned funds and their changelog records: a ``Ledger`` restored from, and flushed to, two tables.
 
 ``funds`` holds one record per fund (state plus the last input offset applied from each source
-partition); ``seen`` holds the fills each batch applied, in segments, so that a restarted worker still
-recognises duplicates for the whole window. Records are written once per batch, not once per fill.
+partition); ``seen`` holds the fills each batch applied, in segments keyed ``<fund>/<first sequence>``,
+so that a restarted worker still recognises duplicates for the whole window. Records are written
+once per fund per batch, not once per fill, and travel in the batch's transaction. The ledger's
+journal says which funds a batch touched and which fills it applied.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, MutableMapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 
 from processor import codec
 from processor.codec import FundRecord
-from processor.domain.events import LiquidationFill
-from processor.domain.fold import Outcome
 from processor.domain.ledger import DuplicateWindow, Ledger
+from processor.domain.state import FundState
 
 SEGMENT_SEPARATOR = b"/"
+TAIL_KEY = b"~"  # written by the faust-based worker (v1) to every changelog partition; ignored
+FUNDS, SEEN = "funds", "seen"
+Write = tuple[str, bytes, bytes | None]  # table, key, value (None deletes)
 
 
 @dataclass
 class _OpenFund:
-    applied_offsets: dict[str, int]
-    segments: dict[bytes, int]  # segment key -> newest timestamp in it
-    pending: list[LiquidationFill] = field(default_factory=list)
-    dirty: bool = False
+    partition: int
+    applied_offsets: dict[str, int] = field(default_factory=dict)
+    segments: dict[bytes, int] = field(default_factory=dict)  # segment key -> newest timestamp in it
 
 
 class FundBook:
-    """Fold fills for the funds this worker owns, skipping input it has already applied."""
+    """Fold fills for the funds of the partitions this worker owns, and say what to write back."""
 
-    def __init__(
-        self,
-        funds_table: MutableMapping[bytes, bytes],
-        seen_table: MutableMapping[bytes, bytes],
-        ledger: Ledger,
-    ) -> None:
-        self.funds_table = funds_table
-        self.seen_table = seen_table
+    def __init__(self, ledger: Ledger, home: Callable[[str], int]) -> None:
+        ledger.journal = {}
         self.ledger = ledger
+        self.home = home
         self._open: dict[str, _OpenFund] = {}
 
-    def forget(self) -> None:
-        """Drop everything cached: after a rebalance the tables are the truth."""
-        self._open.clear()
-        self.ledger.funds.clear()
-        self.ledger.windows.clear()
-
-    def fold(self, fill: LiquidationFill, source: str, offset: int) -> Outcome | None:
-        """Fold one fill read at ``source``/``offset``; ``None`` when that offset was already applied."""
-        name = fill.margin_currency
-        fund = self._open.get(name)
-        if fund is None:
-            fund = self._load(name)
-        if offset <= fund.applied_offsets.get(source, -1):
-            return None
-        outcome = self.ledger.fold(fill)
-        fund.applied_offsets[source] = offset
-        fund.dirty = True
-        if outcome.delta is not None:
-            fund.pending.append(fill)
-        return outcome
-
-    def flush(self, select: Callable[[str], bool] | None = None) -> int:
-        """Write every fund changed since the last flush (of those ``select`` picks); return how many
-        records were written.
-
-        Expired segments are deleted before anything is written, so the last record of a changelog
-        partition is never a tombstone: faust 0.15.3 recovery stalls on a partition whose last
-        offsets were compacted away (faust #176, #597).
-        """
-        writes = 0
-        for name, fund in self._open.items():
-            if not fund.dirty or (select is not None and not select(name)):
+    def restore(self, partition: int, funds: Mapping[bytes, bytes], seen: Mapping[bytes, bytes]) -> int:
+        """Load partition ``partition``'s funds from its restored table records; return how many fills
+        the duplicate windows now remember."""
+        remembered = 0
+        segments_by_fund: dict[str, list[bytes]] = {}
+        for key in seen:
+            prefix, separator, suffix = key.partition(SEGMENT_SEPARATOR)
+            if separator and suffix != TAIL_KEY:
+                segments_by_fund.setdefault(prefix.decode(), []).append(key)
+        for key, raw in funds.items():
+            if key == TAIL_KEY or not raw:
                 continue
-            expired = self._expire(name, fund)
+            record = codec.decode_fund_record(raw)
+            name = record.state.fund
+            self.ledger.funds[name] = record.state
+            window = self.ledger.windows[name] = DuplicateWindow(self.ledger.duplicate_window_ms)
+            fund = self._open[name] = _OpenFund(partition, record.applied_offsets)
+            for segment in sorted(segments_by_fund.get(name, ())):
+                fills = codec.decode_fill_segment(name, seen[segment])
+                if not fills:
+                    continue
+                for fill in fills:
+                    window.remember(fill)
+                fund.segments[segment] = max(fill.timestamp for fill in fills)
+            remembered += len(window)
+        return remembered
+
+    def release(self, partition: int) -> None:
+        """Forget the funds of a partition this worker no longer owns."""
+        for name in [name for name, fund in self._open.items() if fund.partition == partition]:
+            del self._open[name]
+            self.ledger.funds.pop(name, None)
+            self.ledger.windows.pop(name, None)
+
+    def states(self, partition: int | None = None) -> list[FundState]:
+        """The owned funds' states (of one partition, or all)."""
+        funds = self.ledger.funds
+        return [
+            funds[name]
+            for name, opened in self._open.items()
+            if name in funds and (partition is None or opened.partition == partition)
+        ]
+
+    def applied_offsets(self, partition: int) -> dict[str, int]:
+        """The highest input offset each source has applied to any fund of ``partition``."""
+        highest: dict[str, int] = {}
+        for opened in self._open.values():
+            if opened.partition == partition:
+                for source, offset in opened.applied_offsets.items():
+                    highest[source] = max(offset, highest.get(source, -1))
+        return highest
+
+    def flush(self, partition: int, offsets: Mapping[str, int]) -> list[Write]:
+        """The table writes of every fund of ``partition`` the batch touched; ``offsets`` are the
+        last offsets the batch read from each source of ``partition``."""
+        journal = self.ledger.journal
+        if not journal:
+            return []
+        writes: list[Write] = []
+        for name in [name for name in journal if self.home(name) == partition]:
+            applied = journal.pop(name)
+            fund = self._open.get(name)
+            if fund is None:
+                fund = self._open[name] = _OpenFund(partition)
+            fund.applied_offsets.update(offsets)
+            writes += self._expire(name, fund)
             state = self.ledger.funds[name]
-            if fund.pending:
-                first_sequence = state.sequence - len(fund.pending) + 1
+            if applied:
+                first_sequence = state.sequence - len(applied) + 1
                 key = name.encode() + SEGMENT_SEPARATOR + b"%012d" % first_sequence
-                self.seen_table[key] = codec.encode_fill_segment(fund.pending)
-                fund.segments[key] = max(fill.timestamp for fill in fund.pending)
-                fund.pending.clear()
-                writes += 1
-            self.funds_table[name.encode()] = codec.encode_fund_record(
-                FundRecord(state, dict(fund.applied_offsets))
-            )
-            fund.dirty = False
-            writes += 1 + expired
+                writes.append((SEEN, key, codec.encode_fill_segment(applied)))
+                fund.segments[key] = max(fill.timestamp for fill in applied)
+            record = FundRecord(state, dict(fund.applied_offsets))
+            writes.append((FUNDS, name.encode(), codec.encode_fund_record(record)))
         return writes
 
-    def _expire(self, name: str, fund: _OpenFund) -> int:
-        """Delete the segments the window has forgotten; return how many records that wrote."""
-        window = self.ledger.windows[name]
+    def _expire(self, name: str, fund: _OpenFund) -> Iterable[Write]:
+        """Tombstones for the segments the window has forgotten."""
+        window = self.ledger.windows.get(name)
+        if window is None:
+            return []
         horizon = window.newest_timestamp - window.window_ms
         expired = [key for key, newest in fund.segments.items() if newest < horizon]
         for key in expired:
-            del self.seen_table[key]
             del fund.segments[key]
-        if expired and not fund.pending:
-            # keep a live record last in this partition of the seen table (see ``flush``)
-            self.seen_table[name.encode() + SEGMENT_SEPARATOR + b"~"] = b"[]"
-            return len(expired) + 1
-        return len(expired)
-
-    def _load(self, name: str) -> _OpenFund:
-        raw = self.funds_table.get(name.encode())
-        window = DuplicateWindow(self.ledger.duplicate_window_ms)
-        segments: dict[bytes, int] = {}
-        offsets: dict[str, int] = {}
-        if raw is not None:
-            record = codec.decode_fund_record(raw)
-            self.ledger.funds[name] = record.state
-            offsets = record.applied_offsets
-            prefix = name.encode() + SEGMENT_SEPARATOR
-            anchor = prefix + b"~"
-            for key in sorted(key for key in self.seen_table if key.startswith(prefix) and key != anchor):
-                fills = codec.decode_fill_segment(name, self.seen_table[key])
-                for fill in fills:
-                    window.remember(fill)
-                segments[key] = max(fill.timestamp for fill in fills)
-        self.ledger.windows[name] = window
-        fund = self._open[name] = _OpenFund(offsets, segments)
-        return fund
+        return [(SEEN, key, None) for key in expired]

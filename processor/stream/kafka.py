@@ -1,13 +1,13 @@
-"""Kafka client plumbing: security settings for faust and aiokafka, and topic preparation."""
+"""Kafka client plumbing: security settings for every aiokafka client, and topic preparation."""
 
 from __future__ import annotations
 
 import logging
 import ssl
+from collections.abc import Iterable
 from contextlib import suppress
 from typing import Any, NoReturn
 
-import faust
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import TopicAlreadyExistsError
 
@@ -82,22 +82,6 @@ def _sasl_mechanism(security: KafkaSecurity) -> str:
     return security.sasl_mechanism or "PLAIN"
 
 
-def faust_credentials(security: KafkaSecurity) -> Any:
-    """The ``broker_credentials`` faust wants for these settings (``None`` for plaintext)."""
-    redact_sasl_exchange_in_logs()
-    context = ssl_context(security)
-    if security.protocol.startswith("SASL"):
-        return faust.SASLCredentials(
-            username=security.sasl_username,
-            password=security.sasl_password,
-            mechanism=_sasl_mechanism(security),
-            ssl_context=context,
-        )
-    if context is not None:
-        return faust.SSLCredentials(context)
-    return None
-
-
 def client_options(settings: Settings) -> dict[str, Any]:
     """Keyword arguments for any aiokafka client (producer, consumer, admin)."""
     redact_sasl_exchange_in_logs()
@@ -124,7 +108,7 @@ def repartition_topic(settings: Settings) -> str:
 
 
 def changelog_topic(settings: Settings, table: str) -> str:
-    """The name faust gives a table's changelog."""
+    """A table's changelog topic (the name the faust-based v1 worker used, so state carries over)."""
     return f"{settings.app_id}-{table}-changelog"
 
 
@@ -133,9 +117,7 @@ async def prepare_topics(settings: Settings) -> int:
 
     Outputs and the internal topics get the input's partition count: the re-partition topic and
     the table changelogs must match it (a fund lives on the same partition number of each), the
-    outputs spread like the input does. The changelogs are created here, compacted, rather than by
-    faust during start-up: a batch that writes a table before faust's metadata shows a changelog
-    it just created fails faust's partition check.
+    outputs spread like the input does.
     """
     admin = AIOKafkaAdminClient(**client_options(settings))
     await admin.start()
@@ -169,5 +151,16 @@ async def prepare_topics(settings: Settings) -> int:
                     ]
                 )
         return partitions
+    finally:
+        await admin.close()
+
+
+async def partition_counts(settings: Settings, topics: Iterable[str]) -> dict[str, int]:
+    """The partition count of each of ``topics`` (which must exist)."""
+    admin = AIOKafkaAdminClient(**client_options(settings))
+    await admin.start()
+    try:
+        described = await admin.describe_topics(list(topics))
+        return {topic["topic"]: len(topic["partitions"]) for topic in described}
     finally:
         await admin.close()

@@ -1,66 +1,89 @@
-"""Table writes that travel in the batch's transaction.
+"""Changelog-backed tables: restore a partition's records from its compacted changelog topics.
 
-``table[key] = value`` would send its changelog record through faust's own producer, outside any
-transaction. A ``ChangelogTable`` instead queues the record in the outbox of the partition it is
-bound to, and changes the table's local store only after that transaction has committed
-(``apply``): a batch that never commits leaves neither the changelog nor the store changed.
+A table is a compacted topic (``<APP_ID>-<table>-changelog``) whose partition ``p`` holds the records of
+the funds living on partition ``p``. Writes travel in the batch's transaction (``transactions.py``);
+restoring reads the committed records (``read_committed``) from the start to the last stable offset,
+newest record per key winning and tombstones deleting, the way compaction itself reads them.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator, MutableMapping
+import asyncio
+import logging
+from collections.abc import Iterable, Mapping
 from typing import Any
 
-from faust.types import TableT
+from aiokafka import AIOKafkaConsumer, TopicPartition
 
-from processor.stream.outbox import Outbox
+log = logging.getLogger(__name__)
+
+Records = dict[bytes, bytes]
+RESTORE_TIMEOUT_SECONDS = 120.0
 
 
-class ChangelogTable(MutableMapping[bytes, bytes]):
-    """A faust table whose writes go to ``changelog`` partition ``bind(p)`` in ``p``'s transaction.
+class ChangelogReader:
+    """Reads changelog partitions to their end, for claiming partitions (no consumer group)."""
 
-    Reads see the local store, which holds committed writes only.
-    """
+    def __init__(self, client_options: Mapping[str, Any]) -> None:
+        self.client_options = dict(client_options)
+        self._consumer: AIOKafkaConsumer | None = None
 
-    def __init__(self, table: TableT, changelog: str, outbox: Outbox) -> None:
-        self.table = table
-        self.changelog = changelog
-        self.outbox = outbox
-        self.partition = -1
-        self.staged: dict[int, list[tuple[bytes, bytes | None]]] = {}
+    async def start(self) -> None:
+        if self._consumer is None:
+            consumer = AIOKafkaConsumer(
+                **self.client_options,
+                enable_auto_commit=False,
+                isolation_level="read_committed",
+                auto_offset_reset="earliest",
+                max_partition_fetch_bytes=8 << 20,
+                fetch_max_bytes=64 << 20,
+            )
+            await consumer.start()
+            self._consumer = consumer
 
-    def bind(self, partition: int) -> None:
-        self.partition = partition
+    async def stop(self) -> None:
+        if self._consumer is not None:
+            await self._consumer.stop()
+            self._consumer = None
 
-    def _stage(self, key: bytes, value: bytes | None) -> None:
-        partition = self.partition
-        if partition < 0:
-            raise RuntimeError("a ChangelogTable write needs bind(partition) first")
-        self.outbox.add(partition, self.changelog, key, value, partition)
-        self.staged.setdefault(partition, []).append((key, value))
-
-    def __setitem__(self, key: bytes, value: bytes) -> None:
-        self._stage(key, value)
-
-    def __delitem__(self, key: bytes) -> None:
-        self._stage(key, None)
-
-    def __getitem__(self, key: bytes) -> bytes:
-        data: Any = self.table.data
-        return data[key]
-
-    def __iter__(self) -> Iterator[bytes]:
-        return iter(self.table.data)
-
-    def __len__(self) -> int:
-        return len(self.table.data)
-
-    def apply(self, partition: int) -> None:
-        """Write what ``partition``'s committed transaction carried into the local store (in the
-        context of an event read at ``partition``: faust's RocksDB store picks its database by it)."""
-        data: Any = self.table.data
-        for key, value in self.staged.pop(partition, ()):
-            if value is not None:
-                data[key] = value
-            elif key in data:
-                del data[key]
+    async def read(self, partitions: Iterable[TopicPartition]) -> dict[TopicPartition, Records]:
+        """Every live record of ``partitions`` as of now: the newest value per key, deletions applied."""
+        await self.start()
+        consumer = self._consumer
+        assert consumer is not None
+        wanted = sorted(set(partitions))
+        tables: dict[TopicPartition, Records] = {tp: {} for tp in wanted}
+        if not wanted:
+            return tables
+        consumer.assign(wanted)
+        try:
+            ends = await consumer.end_offsets(wanted)  # read_committed: the last stable offsets
+            await consumer.seek_to_beginning(*wanted)
+            remaining = {tp for tp in wanted if ends[tp] > 0}
+            for tp in list(remaining):
+                if await consumer.position(tp) >= ends[tp]:
+                    remaining.discard(tp)
+            deadline = asyncio.get_running_loop().time() + RESTORE_TIMEOUT_SECONDS
+            while remaining:
+                if asyncio.get_running_loop().time() > deadline:
+                    raise TimeoutError(f"restoring {sorted(map(str, remaining))} took too long")
+                batch = await consumer.getmany(*remaining, timeout_ms=200, max_records=50_000)
+                for tp, records in batch.items():
+                    table = tables[tp]
+                    end = ends[tp]
+                    for record in records:
+                        if record.offset >= end:
+                            break
+                        key = record.key
+                        if key is None:
+                            continue
+                        if record.value is None:
+                            table.pop(key, None)
+                        else:
+                            table[key] = record.value
+                for tp in list(remaining):
+                    if await consumer.position(tp) >= ends[tp]:
+                        remaining.discard(tp)
+        finally:
+            consumer.assign([])
+        return tables

@@ -7,17 +7,9 @@ of the funds living on ``p``, and the consumed offsets of those events. Either a
 visible to ``read_committed`` readers, or none of it does.
 
 One id per partition rather than per process, because aiokafka cannot fence by consumer-group
-generation (KIP-447): the worker that takes partition ``p`` over initialises ``<app>-fund-<p>``,
-which aborts whatever its predecessor left open and fences the predecessor out for good.
-
-Claiming also writes one non-transactional *tail* record to each of the partition's changelogs.
-Every transaction ends with a commit marker, which no consumer ever sees, and faust 0.15.3 recovery
-(outside its own ``exactly_once`` mode) waits until it has seen the record just before the end
-offset: without the tail, it would wait forever (the same stall as faust #176, #597). Claiming then
-waits until the tail is stable (below the last stable offset): a predecessor's commit that was under
-way when it died completes first, so recovery cannot miss it. Last, it reads the group's committed
-offsets of the claimed input partitions, now stable too: input below them is done and is skipped
-even when faust delivers it again.
+generation (KIP-447): the worker that takes partition ``p`` over initialises ``<app>-fund-<p>``
+(``claim``), which aborts whatever its predecessor left open (or lets a commit it had started
+finish) and fences the predecessor out for good: its next transaction fails with ``ProducerFenced``.
 """
 
 from __future__ import annotations
@@ -28,14 +20,12 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+from aiokafka import AIOKafkaProducer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
 from aiokafka.errors import ProducerFenced, TransactionalIdAuthorizationFailed
 
 log = logging.getLogger(__name__)
 
-TAIL_KEY = b"~"  # the tail record's key in every changelog; never a fund (currencies are A-Z0-9)
-TAIL_VALUE = b""
 TRANSACTION_TIMEOUT_MS = 30_000  # an orphaned transaction nobody claims is aborted by the broker after this
 RETRY_FOR_SECONDS = 180.0  # how long a partition's transaction is retried through broker outages
 Record = tuple[bytes | None, bytes | None, list[tuple[str, bytes]]]  # key, value, headers
@@ -63,90 +53,40 @@ class Transactions:
         app_id: str,
         group_id: str,
         client_options: Mapping[str, Any],
-        changelogs: Iterable[str],
-        sources: Iterable[str],
         owns: Callable[[int], bool] = lambda partition: True,
     ) -> None:
         self.owns = owns
         self.app_id = app_id
         self.group_id = group_id
         self.client_options = dict(client_options)
-        self.changelogs = tuple(changelogs)
-        self.sources = tuple(sources)
         self.producers: dict[int, AIOKafkaProducer] = {}
         self.partitions: dict[str, int] = {}
-        self._tail: AIOKafkaProducer | None = None
-        self._reader: AIOKafkaConsumer | None = None
         self._admin: AIOKafkaAdminClient | None = None
         self.commits = 0
 
     def transactional_id(self, partition: int) -> str:
         return f"{self.app_id}-fund-{partition}"
 
-    async def start(self, topics: Iterable[str]) -> None:
-        """Connect the tail producer (inside the running loop, as aiokafka requires) and learn the
-        partition counts of ``topics``."""
-        if self._tail is None:
-            tail = AIOKafkaProducer(**self.client_options, acks="all", enable_idempotence=True)
-            await tail.start()
-            self._tail = tail
-            reader = AIOKafkaConsumer(**self.client_options, isolation_level="read_committed")
-            await reader.start()
-            self._reader = reader
+    async def start(self, partition_counts: Mapping[str, int]) -> None:
+        """Connect the admin client (inside the running loop, as aiokafka requires); ``partition_counts``
+        are the partition counts of every topic a transaction writes."""
+        self.partitions.update(partition_counts)
+        if self._admin is None:
             admin = AIOKafkaAdminClient(**self.client_options)
             await admin.start()
             self._admin = admin
-        for topic in (*topics, *self.changelogs):
-            if topic not in self.partitions:
-                self.partitions[topic] = len(await self._tail.partitions_for(topic))
 
     async def stop(self) -> None:
         await self.release(list(self.producers))
-        if self._tail is not None:
-            await self._tail.stop()
-            self._tail = None
-        if self._reader is not None:
-            await self._reader.stop()
-            self._reader = None
         if self._admin is not None:
             await self._admin.close()
             self._admin = None
 
-    async def claim(self, partitions: Iterable[int]) -> dict[str, int]:
-        """Take ``partitions`` over: fence their previous owners (aborting anything left open), end
-        each of their changelog partitions with a tail record, wait until no transaction is pending
-        before it, and return the group's committed offsets of the claimed input partitions as
-        ``{"topic:partition": next offset}``."""
-        wanted = sorted(set(partitions))
-        await self.start(())
-        await asyncio.gather(*(self._producer(partition) for partition in wanted))
-        tail, reader, admin = self._tail, self._reader, self._admin
-        assert tail is not None and reader is not None and admin is not None
-        deliveries = [
-            await tail.send(changelog, key=TAIL_KEY, value=TAIL_VALUE, partition=partition)
-            for partition in wanted
-            for changelog in self.changelogs
-        ]
-        tails = {
-            TopicPartition(meta.topic, meta.partition): meta.offset
-            for meta in await asyncio.gather(*deliveries)
-        }
-        deadline = asyncio.get_running_loop().time() + TRANSACTION_TIMEOUT_MS / 1000 + 30
-        while True:
-            stable = await reader.end_offsets(list(tails))  # read_committed: the last stable offsets
-            if all(stable[tp] > offset for tp, offset in tails.items()):
-                break
-            if asyncio.get_running_loop().time() > deadline:
-                raise TimeoutError(f"changelog partitions {sorted(map(str, tails))} never became stable")
-            await asyncio.sleep(0.05)
-        sources = [TopicPartition(topic, partition) for topic in self.sources for partition in wanted]
-        committed = await admin.list_consumer_group_offsets(self.group_id, partitions=sources)
-        log.info("claimed partitions %s", wanted)
-        return {
-            f"{tp.topic}:{tp.partition}": meta.offset
-            for tp, meta in committed.items()
-            if meta is not None and meta.offset >= 0
-        }
+    async def claim(self, partitions: Iterable[int]) -> None:
+        """Take ``partitions`` over: initialise their transactional producers, which fences their
+        previous owners and completes or aborts whatever those left open."""
+        await asyncio.gather(*(self._producer(partition) for partition in sorted(set(partitions))))
+        log.info("claimed transactional ids of partitions %s", sorted(set(partitions)))
 
     async def release(self, partitions: Iterable[int]) -> None:
         """Close the producers of partitions this worker no longer owns."""
