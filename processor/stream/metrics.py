@@ -1,78 +1,164 @@
-"""Counters the worker keeps, rendered in the Prometheus text format for ``GET /metrics``."""
+"""The worker's Prometheus metrics, rendered by prometheus-client for ``GET /metrics``.
+
+Money in Prometheus is float64 by nature: a balance sample keeps about 15 significant digits, so
+``123456789012345.12345678`` shows as ``1.2345678901234512e+14``. Use it for graphs and alerts; the exact
+balance is the decimal string of ``GET /funds``.
+"""
 
 from __future__ import annotations
 
-from collections import Counter
-from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, field
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from operator import attrgetter
+from typing import ClassVar
 
-from processor.codec import amount_text
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client.exposition import CONTENT_TYPE_PLAIN_0_0_4
+from prometheus_client.metrics_core import GaugeMetricFamily, Metric
+from prometheus_client.registry import Collector
+
 from processor.domain.state import FundState
 
+#: The ``Content-Type`` of :meth:`Metrics.render`: Prometheus text format 0.0.4.
+CONTENT_TYPE = CONTENT_TYPE_PLAIN_0_0_4
 
-@dataclass
-class Metrics:
-    """Process-local counters; they restart at zero with the process, as Prometheus expects."""
+#: Reasons shown (at 0) before any message is rejected, so that alerts on them have a series to watch.
+REJECTION_REASONS = ("invalid_json", "invalid_event", "unsupported_version", "conflicting_duplicate")
 
-    events: int = 0
-    deltas: int = 0
-    duplicates: int = 0
-    adl_triggers: int = 0
-    forwarded: int = 0
-    skipped_replayed: int = 0
-    batches: int = 0
-    rejected: Counter[str] = field(default_factory=Counter)
+#: Events per batch: up to a few times the default ``BATCH_SIZE`` of 2000.
+BATCH_SIZE_BUCKETS = (1, 2, 5, 10, 20, 50, 100, 200, 500, 1000, 2000, 5000, 10000, float("inf"))
 
 
-def _escape(label: str) -> str:
-    return label.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")
+class _FundCollector:
+    """Fund gauges and consumer lag, read from the worker at scrape time: nothing to do per fill."""
 
+    def __init__(
+        self, funds: Callable[[], Iterable[FundState]], lag: Callable[[], Mapping[str, int]]
+    ) -> None:
+        self._funds = funds
+        self._lag = lag
 
-def render(metrics: Metrics, funds: Iterable[FundState], lag: Mapping[str, int]) -> str:
-    """Prometheus exposition text (version 0.0.4)."""
-    lines = [
-        "# HELP insurance_fund_events_total Input messages processed (accepted, duplicate or rejected).",
-        "# TYPE insurance_fund_events_total counter",
-        f"insurance_fund_events_total {metrics.events}",
-        "# HELP insurance_fund_deltas_total Fund deltas published.",
-        "# TYPE insurance_fund_deltas_total counter",
-        f"insurance_fund_deltas_total {metrics.deltas}",
-        "# HELP insurance_fund_duplicates_total Re-sent fills ignored as identical duplicates.",
-        "# TYPE insurance_fund_duplicates_total counter",
-        f"insurance_fund_duplicates_total {metrics.duplicates}",
-        "# HELP insurance_fund_adl_triggers_total ADL triggers published.",
-        "# TYPE insurance_fund_adl_triggers_total counter",
-        f"insurance_fund_adl_triggers_total {metrics.adl_triggers}",
-        "# HELP insurance_fund_forwarded_total Fills re-partitioned to their fund's partition.",
-        "# TYPE insurance_fund_forwarded_total counter",
-        f"insurance_fund_forwarded_total {metrics.forwarded}",
-        "# HELP insurance_fund_replayed_skipped_total Input re-read after a restart and already applied.",
-        "# TYPE insurance_fund_replayed_skipped_total counter",
-        f"insurance_fund_replayed_skipped_total {metrics.skipped_replayed}",
-        "# HELP insurance_fund_rejected_total Messages sent to the dead-letter topic, by reason.",
-        "# TYPE insurance_fund_rejected_total counter",
-    ]
-    reasons = ("invalid_json", "invalid_event", "unsupported_version", "conflicting_duplicate")
-    for reason in sorted(set(reasons) | set(metrics.rejected)):
-        lines.append(
-            f'insurance_fund_rejected_total{{reason="{_escape(reason)}"}} {metrics.rejected[reason]}'
+    @staticmethod
+    def _families() -> tuple[GaugeMetricFamily, GaugeMetricFamily, GaugeMetricFamily, GaugeMetricFamily]:
+        return (
+            GaugeMetricFamily(
+                "insurance_fund_balance",
+                "Fund balance in its margin currency (a float64 approximation; exact in GET /funds).",
+                labels=["fund"],
+            ),
+            GaugeMetricFamily(
+                "insurance_fund_sequence", "Last sequence number of the fund's ledger.", labels=["fund"]
+            ),
+            GaugeMetricFamily(
+                "insurance_fund_last_event_timestamp_seconds",
+                "Event time of the fund's last applied event, in seconds since the epoch.",
+                labels=["fund"],
+            ),
+            GaugeMetricFamily(
+                "insurance_fund_consumer_lag",
+                "Messages not yet processed, per input partition.",
+                labels=["partition"],
+            ),
         )
-    lines += [
-        "# HELP insurance_fund_balance Fund balance in its margin currency.",
-        "# TYPE insurance_fund_balance gauge",
-    ]
-    states = sorted(funds, key=lambda state: state.fund)
-    lines += [f'insurance_fund_balance{{fund="{_escape(s.fund)}"}} {amount_text(s.balance)}' for s in states]
-    lines += [
-        "# HELP insurance_fund_sequence Last sequence number of the fund's ledger.",
-        "# TYPE insurance_fund_sequence gauge",
-    ]
-    lines += [f'insurance_fund_sequence{{fund="{_escape(s.fund)}"}} {s.sequence}' for s in states]
-    lines += [
-        "# HELP insurance_fund_consumer_lag Messages not yet processed, per input partition.",
-        "# TYPE insurance_fund_consumer_lag gauge",
-    ]
-    lines += [
-        f'insurance_fund_consumer_lag{{partition="{_escape(tp)}"}} {n}' for tp, n in sorted(lag.items())
-    ]
-    return "\n".join(lines) + "\n"
+
+    def describe(self) -> Iterable[Metric]:
+        return self._families()
+
+    def collect(self) -> Iterable[Metric]:
+        balance, sequence, last_event, lag = self._families()
+        for state in sorted(self._funds(), key=attrgetter("fund")):
+            balance.add_metric([state.fund], float(state.balance))
+            sequence.add_metric([state.fund], state.sequence)
+            if state.last_timestamp is not None:
+                last_event.add_metric([state.fund], state.last_timestamp / 1000)
+        for partition, messages in sorted(self._lag().items()):
+            lag.add_metric([partition], messages)
+        return (balance, sequence, last_event, lag)
+
+
+class _WithoutCreated:
+    """The registry without its ``*_created`` samples.
+
+    Format 0.0.4 has no place for a counter's creation time: Prometheus would store it as one more gauge per
+    series, which nobody reads.
+    """
+
+    def __init__(self, registry: CollectorRegistry) -> None:
+        self._registry = registry
+
+    def collect(self) -> Iterator[Metric]:
+        for metric in self._registry.collect():  # fresh Metric objects on every collect
+            created = metric.name + "_created"
+            metric.samples = [sample for sample in metric.samples if sample.name != created]
+            yield metric
+
+
+class Metrics:
+    """The worker's metrics, in a registry of their own (never prometheus-client's global one).
+
+    The worker counts once per batch (``metrics.events.inc(n)``); fund gauges and consumer lag come from the
+    ``funds`` and ``lag`` callbacks, called at each scrape. Counters restart at zero with the process, as
+    Prometheus expects.
+    """
+
+    CONTENT_TYPE: ClassVar[str] = CONTENT_TYPE
+
+    def __init__(
+        self, funds: Callable[[], Iterable[FundState]], lag: Callable[[], Mapping[str, int]]
+    ) -> None:
+        self.registry = CollectorRegistry()
+        registry = self.registry
+        self.events = Counter(
+            "insurance_fund_events",
+            "Input messages processed (accepted, duplicate or rejected).",
+            registry=registry,
+        )
+        self.deltas = Counter("insurance_fund_deltas", "Fund deltas published.", registry=registry)
+        self.duplicates = Counter(
+            "insurance_fund_duplicates", "Re-sent fills ignored as identical duplicates.", registry=registry
+        )
+        self.adl_triggers = Counter(
+            "insurance_fund_adl_triggers", "ADL triggers published.", registry=registry
+        )
+        self.forwarded = Counter(
+            "insurance_fund_forwarded", "Fills re-partitioned to their fund's partition.", registry=registry
+        )
+        self.skipped_replayed = Counter(
+            "insurance_fund_replayed_skipped",
+            "Input re-read after a restart and already applied.",
+            registry=registry,
+        )
+        self.rejected = Counter(
+            "insurance_fund_rejected",
+            "Messages sent to the dead-letter topic, by reason.",
+            ["reason"],
+            registry=registry,
+        )
+        for reason in REJECTION_REASONS:
+            self.rejected.labels(reason)
+        self.batches = Counter("insurance_fund_batches", "Processing batches committed.", registry=registry)
+        self.rebalances = Counter(
+            "insurance_fund_rebalances", "Partition assignments this worker received.", registry=registry
+        )
+        self.batch_seconds = Histogram(
+            "insurance_fund_batch_seconds",
+            "Time to process and commit one batch, in seconds.",
+            registry=registry,
+        )
+        self.commit_seconds = Histogram(
+            "insurance_fund_commit_seconds", "Time to commit one transaction, in seconds.", registry=registry
+        )
+        self.batch_size = Histogram(
+            "insurance_fund_batch_size",
+            "Input messages per processing batch.",
+            buckets=BATCH_SIZE_BUCKETS,
+            registry=registry,
+        )
+        self.owned_partitions = Gauge(
+            "insurance_fund_owned_partitions", "Input partitions this worker owns now.", registry=registry
+        )
+        fund_collector: Collector = _FundCollector(funds, lag)
+        registry.register(fund_collector)
+
+    def render(self) -> bytes:
+        """The exposition text of every metric (format 0.0.4, :data:`CONTENT_TYPE`)."""
+        return generate_latest(_WithoutCreated(self.registry))

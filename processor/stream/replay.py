@@ -17,7 +17,7 @@ from processor import codec
 from processor.config import Settings
 from processor.pipeline import Emitted, Pipeline
 from processor.replay import OutputFiles, Progress, ReplayTotals, recording
-from processor.stream.kafka import client_options
+from processor.stream.kafka import client_options, partition_counts
 
 
 @dataclass(frozen=True)
@@ -55,8 +55,8 @@ async def read_topic(
     )
     await consumer.start()
     try:
-        metadata = await consumer._client.fetch_all_metadata()
-        numbers = sorted(metadata.partitions_for_topic(topic) or ())
+        count = (await partition_counts(settings, [topic])).get(topic, 0)
+        numbers = list(range(count))
         if not numbers:
             raise SystemExit(f"topic {topic!r} does not exist")
         partitions = [TopicPartition(topic, number) for number in numbers]

@@ -1,79 +1,75 @@
-"""HTTP views on the worker: /funds, /funds/{currency}, /health, /metrics."""
+"""HTTP views of the worker on aiohttp: /funds, /funds/{fund}, /health, /metrics."""
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import Protocol
 
-from faust.web import Request, Response, View
+from aiohttp import web
 
 from processor import codec
-from processor.domain.state import FundState
-from processor.stream.metrics import render
-from processor.stream.transactions import TAIL_KEY
-
-if TYPE_CHECKING:
-    from processor.stream.app import Worker
+from processor.stream.metrics import Metrics
+from processor.stream.view import FundsView
 
 JSON = "application/json"
+SHUTDOWN_SECONDS = 5.0  # how long runner.cleanup() lets requests in flight finish
 
 
-def fund_states(worker: Worker) -> list[FundState]:
-    """Every fund this worker owns, as its table holds it."""
-    records = [raw for key, raw in worker.funds.items() if key != TAIL_KEY]
-    return sorted((codec.decode_fund_record(raw).state for raw in records), key=lambda state: state.fund)
+class Health(Protocol):
+    def health(self) -> tuple[str, str | None]:
+        """``("ok", None)`` when the worker serves, else ``("starting" | "recovering", reason)``."""
+        ...
 
 
-def recovered(worker: Worker) -> bool:
-    app = worker.app
-    tables: Any = app.tables  # the TableManager; its type in faust.types lacks these attributes
-    return bool(tables.recovery.completed.is_set() and tables.actives_ready) and not app.rebalancing
+def _json(document: object, status: int = 200) -> web.Response:
+    return web.Response(body=codec.dumps(document), status=status, content_type=JSON)
 
 
-def consumer_lag(worker: Worker) -> dict[str, int]:
-    app = worker.app
-    lag: dict[str, int] = {}
+def create_app(view: FundsView, health: Health, metrics: Metrics) -> web.Application:
+    """The views as an aiohttp application, without a server (tests drive it with aiohttp's TestServer)."""
+
+    async def funds(request: web.Request) -> web.Response:
+        return web.Response(body=codec.encode_states(view.states()), content_type=JSON)
+
+    async def fund(request: web.Request) -> web.Response:
+        name = request.match_info["fund"]
+        state = view.get(name)
+        if state is None:
+            return _json({"error": "unknown_fund", "detail": f"no fund {name!r}"}, status=404)
+        return _json(codec.state_document(state))
+
+    async def status(request: web.Request) -> web.Response:
+        current, reason = health.health()
+        if current == "ok":
+            return _json({"status": "ok"})
+        return _json({"status": current, "reason": reason or current}, status=503)
+
+    async def exposition(request: web.Request) -> web.Response:
+        return web.Response(body=metrics.render(), headers={"Content-Type": metrics.CONTENT_TYPE})
+
+    app = web.Application()
+    app.add_routes(
+        [
+            web.get("/funds", funds),
+            web.get("/funds/{fund}", fund),
+            web.get("/health", status),
+            web.get("/metrics", exposition),
+        ]
+    )
+    return app
+
+
+async def start_web(host: str, port: int, view: FundsView, health: Health, metrics: Metrics) -> web.AppRunner:
+    """Serve the views on ``host:port``; the caller stops them with ``runner.cleanup()``.
+
+    A port already in use raises ``OSError`` for the caller to report. No access log: scrapes are frequent.
+    """
+    runner = web.AppRunner(
+        create_app(view, health, metrics), access_log=None, shutdown_timeout=SHUTDOWN_SECONDS
+    )
+    await runner.setup()
     try:
-        assignment = app.consumer.assignment()
-    except Exception:
-        return lag
-    topics = {worker.processor.topics.input, worker.processor.topics.repartition}
-    for tp in assignment:
-        if tp.topic not in topics:
-            continue
-        highwater = app.consumer.highwater(tp)
-        if highwater is None:
-            continue
-        position = worker.processor.positions.get(f"{tp.topic}:{tp.partition}", 0)
-        lag[f"{tp.topic}:{tp.partition}"] = max(int(highwater) - position, 0)
-    return lag
-
-
-def register_views(worker: Worker) -> None:
-    app = worker.app
-
-    @app.page("/funds")
-    class Funds(View):
-        async def get(self, request: Request) -> Response:
-            return self.bytes(codec.encode_states(fund_states(worker)), content_type=JSON)
-
-    @app.page("/funds/{currency}")
-    class Fund(View):
-        async def get(self, request: Request, currency: str) -> Response:
-            for state in fund_states(worker):
-                if state.fund == currency:
-                    return self.bytes(codec.dumps(codec.state_document(state)), content_type=JSON)
-            body = codec.dumps({"error": "unknown_fund", "detail": f"no fund {currency!r} on this worker"})
-            return self.bytes(body, content_type=JSON, status=404)
-
-    @app.page("/health")
-    class Health(View):
-        async def get(self, request: Request) -> Response:
-            ready = recovered(worker)
-            body: dict[str, Any] = {"status": "ok" if ready else "recovering"}
-            return self.bytes(codec.dumps(body), content_type=JSON, status=200 if ready else 503)
-
-    @app.page("/metrics")
-    class Metrics(View):
-        async def get(self, request: Request) -> Response:
-            text = render(worker.metrics, fund_states(worker), consumer_lag(worker))
-            return self.text(text, content_type="text/plain; version=0.0.4")
+        await web.TCPSite(runner, host, port).start()
+    except BaseException:
+        await runner.cleanup()
+        raise
+    return runner

@@ -41,6 +41,7 @@ from processor.stream.kafka import (
     prepare_topics,
     repartition_topic,
 )
+from processor.stream.membership import leave_group
 from processor.stream.metrics import Metrics
 from processor.stream.outbox import Outbox
 from processor.stream.partitioning import home_partition
@@ -53,7 +54,7 @@ log = logging.getLogger(__name__)
 
 EXIT_BATCH_FAILED = 70
 SESSION_TIMEOUT_MS = 10_000  # a killed worker's partitions move after 10 s (unless it is back sooner)
-HEARTBEAT_INTERVAL_MS = 2_000
+HEARTBEAT_INTERVAL_MS = 1_000
 STOP_GRACE_SECONDS = 30.0
 
 
@@ -93,6 +94,7 @@ class Worker:
         self.state = "starting"
         self.reason: str | None = "joining the consumer group"
         self.stopping = asyncio.Event()
+        self.member_id = settings.member_id(socket.gethostname())
 
     # --- what the HTTP views ask ---------------------------------------------------------------------
 
@@ -149,8 +151,8 @@ class Worker:
             consumer = self.consumer = AIOKafkaConsumer(
                 **self.options,
                 group_id=settings.app_id,
-                group_instance_id=settings.member_id(socket.gethostname()),
-                client_id=f"{settings.app_id}-{settings.member_id(socket.gethostname())}",
+                group_instance_id=self.member_id,
+                client_id=f"{settings.app_id}-{self.member_id}",
                 isolation_level="read_committed",
                 enable_auto_commit=False,
                 auto_offset_reset="earliest",
@@ -182,9 +184,15 @@ class Worker:
                 batch = fetch.result()
                 if not batch:
                     continue
+                log.debug(
+                    "batch of generation %d: %s",
+                    generation,
+                    {str(tp): (records[0].offset, records[-1].offset) for tp, records in batch.items()},
+                )
                 async with self.lock:
                     if generation != self.generation:
-                        continue  # fetched before a rebalance: the claim re-positioned the consumer
+                        self._rewind(consumer)  # fetched across a rebalance: read it again
+                        continue
                     try:
                         await self.process(batch)
                     except Exception:
@@ -193,6 +201,13 @@ class Worker:
         finally:
             stopping.cancel()
 
+    def _rewind(self, consumer: AIOKafkaConsumer) -> None:
+        """Position every assigned partition at the next offset to process (a dropped batch had moved it)."""
+        for tp in consumer.assignment():
+            position = self.positions.get(tp)
+            if position is not None:
+                consumer.seek(tp, position)
+
     async def _shutdown(self, runner: Any) -> None:
         self.state, self.reason = "stopping", "shutting down"
         if self.consumer is not None:
@@ -200,6 +215,10 @@ class Worker:
                 await asyncio.wait_for(self.consumer.stop(), STOP_GRACE_SECONDS)
             except Exception as error:  # the broker may be gone: nothing is left to commit anyway
                 log.warning("stopping the consumer: %r", error)
+            try:  # a static member leaves only when told to: hand the partitions over now
+                await asyncio.wait_for(leave_group(self.options, self.settings.app_id, self.member_id), 10)
+            except Exception as error:
+                log.warning("leaving the group: %r (its partitions move after the session timeout)", error)
         for closing in (self.transactions.stop(), self.reader.stop(), self.view.stop()):
             try:
                 await asyncio.wait_for(closing, STOP_GRACE_SECONDS)
@@ -248,23 +267,31 @@ class Worker:
                     remembered,
                     time.perf_counter() - started,
                 )
-            self.positions = {}
+            positions, self.positions = self.positions, {}
             for tp in tps:
-                committed = await consumer.committed(tp)
-                applied = self.book.applied_offsets(tp.partition).get(f"{tp.topic}:{tp.partition}", -1)
-                position = committed if committed is not None else 0
-                if applied + 1 > position:  # only our transactions move both, together: never expected
-                    log.warning(
-                        "%s: committed offset %s is behind the applied offset %d", tp, committed, applied
-                    )
-                    position = applied + 1
-                if committed is None and position == 0:
-                    await consumer.seek_to_beginning(tp)
+                if tp.partition not in new and tp in positions:
+                    # Kept through the rebalance: our own position is the truth. The group's committed
+                    # offset may not show our last transaction yet (aiokafka cannot ask for stable
+                    # offsets, KIP-447), and reading from there would fold that batch twice.
+                    position = positions[tp]
                 else:
-                    consumer.seek(tp, position)
+                    position = await self._committed_position(consumer, tp)
+                consumer.seek(tp, position)
                 self.positions[tp] = position
             self.metrics.owned_partitions.set(len(self.owned))
+            self.generation += 1  # what was fetched while claiming is read again, from these positions
             self.state, self.reason = "ok", None
+
+    async def _committed_position(self, consumer: AIOKafkaConsumer, tp: TopicPartition) -> int:
+        """Where a claimed partition resumes: the group's committed offset, stable now that the claim
+        has fenced the previous owner (its last transaction has completed or been aborted)."""
+        committed = await consumer.committed(tp)
+        applied = self.book.applied_offsets(tp.partition).get(f"{tp.topic}:{tp.partition}", -1)
+        position = committed if committed is not None else 0
+        if applied + 1 > position:  # only our transactions move both, together: never expected
+            log.warning("%s: committed offset %s is behind the applied offset %d", tp, committed, applied)
+            position = applied + 1
+        return position
 
     # --- one batch -------------------------------------------------------------------------------------
 

@@ -14,10 +14,10 @@ import orjson
 from bench.generate import lines as generated_lines
 from processor import codec
 from processor.domain.state import FundRules
+from testkit.broker import create_topics, produce, read_all
+from testkit.reference import FileReplay, by_fund, keyed_by_currency
+from testkit.worker import RunningWorker, WorkerConfig
 from tests.golden.regenerate import GOLDEN
-from tests.integration.broker import create_topics, produce, read_all
-from tests.integration.reference import FileReplay, by_fund, keyed_by_currency
-from tests.integration.worker import RunningWorker, WorkerConfig
 
 GOLDEN_RULES_ENV = {"FUND_INITIAL_BALANCES": "USDT=250000,BTC=1.5"}
 GOLDEN_RULES = FundRules(initial_balance={"USDT": Decimal("250000"), "BTC": Decimal("1.5")})
@@ -180,7 +180,10 @@ def test_http_views_answer(worker_config: WorkerConfig, start_worker: Any) -> No
     text = metrics.decode()
     assert status == 200
     assert "insurance_fund_events_total 20" in text
-    assert f'insurance_fund_balance{{fund="{fund}"}} {funds[fund]["balance"]}' in text
+    balance = next(
+        line for line in text.splitlines() if line.startswith(f'insurance_fund_balance{{fund="{fund}"}}')
+    )
+    assert float(balance.split()[-1]) == float(funds[fund]["balance"])  # type: ignore[arg-type]  # Prometheus: float64
     assert 'insurance_fund_rejected_total{reason="invalid_json"} 0' in text
     assert "insurance_fund_consumer_lag{" in text
 

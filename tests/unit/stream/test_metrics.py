@@ -1,22 +1,23 @@
-"""``GET /metrics``: the Prometheus text exposition format (version 0.0.4), checked line by line."""
+"""``GET /metrics``: the worker's metrics through prometheus-client, read back with its own text parser."""
 
 from __future__ import annotations
 
-import re
-from collections import Counter
+from collections.abc import Iterable, Mapping
 from decimal import Decimal
 
-import attrs
 from hypothesis import given
 from hypothesis import strategies as st
+from prometheus_client import REGISTRY
+from prometheus_client.metrics_core import Metric
+from prometheus_client.parser import text_string_to_metric_families
 
 from processor.domain.ledger import Ledger
 from processor.domain.state import FundRules, FundState
-from processor.stream.metrics import Metrics, render
+from processor.stream.metrics import CONTENT_TYPE, REJECTION_REASONS, Metrics
 from tests.strategies import make_fill
 
 D = Decimal
-REASONS = ("conflicting_duplicate", "invalid_event", "invalid_json", "unsupported_version")
+#: exposed counter name -> the worker's attribute
 COUNTERS = {
     "insurance_fund_events_total": "events",
     "insurance_fund_deltas_total": "deltas",
@@ -24,155 +25,191 @@ COUNTERS = {
     "insurance_fund_adl_triggers_total": "adl_triggers",
     "insurance_fund_forwarded_total": "forwarded",
     "insurance_fund_replayed_skipped_total": "skipped_replayed",
+    "insurance_fund_batches_total": "batches",
+    "insurance_fund_rebalances_total": "rebalances",
 }
-
-# --- a strict reader of the text format -----------------------------------------------------------------
-
-_METRIC_NAME = r"[a-zA-Z_:][a-zA-Z0-9_:]*"
-_LABEL = r'[a-zA-Z_][a-zA-Z0-9_]*="(?:[^"\\\n]|\\[\\"n])*"'
-_SAMPLE = re.compile(
-    rf"(?P<name>{_METRIC_NAME})(?:\{{(?P<labels>(?:{_LABEL}(?:,{_LABEL})*)?)\}})? (?P<value>\S+)"
+HISTOGRAMS = {
+    "insurance_fund_batch_seconds": "batch_seconds",
+    "insurance_fund_commit_seconds": "commit_seconds",
+    "insurance_fund_batch_size": "batch_size",
+}
+FUND_GAUGES = (
+    "insurance_fund_balance",
+    "insurance_fund_sequence",
+    "insurance_fund_last_event_timestamp_seconds",
+    "insurance_fund_consumer_lag",
 )
-_ONE_LABEL = re.compile(r'([a-zA-Z_][a-zA-Z0-9_]*)="((?:[^"\\\n]|\\[\\"n])*)"')
-_VALUE = re.compile(r"[+-]?(?:[0-9]+(?:\.[0-9]*)?|\.[0-9]+)(?:[eE][+-]?[0-9]+)?|NaN|[+-]Inf")
-_UNESCAPE = {"\\\\": "\\", '\\"': '"', "\\n": "\n"}
 
 
-@attrs.define
-class Family:
-    name: str
-    help: str | None = None
-    type: str | None = None
-    samples: list[tuple[dict[str, str], str]] = attrs.field(factory=list)
-
-    def by_label(self, label: str) -> dict[str, str]:
-        return {labels[label]: value for labels, value in self.samples}
+def state(fund: str, balance: Decimal, sequence: int = 1, last_timestamp: int | None = None) -> FundState:
+    opened = FundState.opened(fund, FundRules().policy_for(fund))
+    return opened._replace(balance=balance, sequence=sequence, last_timestamp=last_timestamp)
 
 
-def unescape(value: str) -> str:
-    return re.sub(r'\\[\\"n]', lambda match: _UNESCAPE[match.group()], value)
+def make_metrics(funds: Iterable[FundState] = (), lag: Mapping[str, int] | None = None) -> Metrics:
+    fund_list, lag_map = list(funds), dict(lag or {})
+    return Metrics(lambda: fund_list, lambda: lag_map)
 
 
-def parse_exposition(text: str) -> dict[str, Family]:
-    """Read exposition text, asserting every rule of format 0.0.4 the renderer has to follow."""
-    assert text.endswith("\n"), "the text must end with a line feed"
-    families: dict[str, Family] = {}
-    previous_sample_name: str | None = None
-    for line in text[:-1].split("\n"):  # only "\n" ends a line; "\r" inside a label value is legal
-        assert line, "no blank lines"
-        if line.startswith("# HELP ") or line.startswith("# TYPE "):
-            keyword, rest = line[2:6], line[7:]
-            name, _, argument = rest.partition(" ")
-            assert re.fullmatch(_METRIC_NAME, name), line
-            family = families.setdefault(name, Family(name))
-            assert not family.samples, f"{keyword} of {name} after its samples"
-            if keyword == "HELP":
-                assert family.help is None, f"second HELP for {name}"
-                assert "\n" not in argument
-                assert re.search(r"\\(?![\\n])", argument) is None, f"unescaped backslash in HELP: {line}"
-                family.help = argument
-            else:
-                assert family.type is None, f"second TYPE for {name}"
-                assert argument in ("counter", "gauge", "histogram", "summary", "untyped"), line
-                family.type = argument
-            continue
-        assert not line.startswith("#"), f"unexpected comment: {line!r}"
-        match = _SAMPLE.fullmatch(line)
-        assert match is not None, f"not a sample line: {line!r}"
-        name, value = match["name"], match["value"]
-        assert _VALUE.fullmatch(value), f"not a Prometheus float: {line!r}"
-        family = families.get(name)
-        assert family is not None and family.type is not None, f"sample of {name} before its TYPE"
-        assert family.help is not None, f"sample of {name} before its HELP"
-        assert name == previous_sample_name or not family.samples, f"samples of {name} are not grouped"
-        labels = {label: unescape(raw) for label, raw in _ONE_LABEL.findall(match["labels"] or "")}
-        assert labels not in [seen for seen, _ in family.samples], f"repeated series: {line!r}"
-        family.samples.append((labels, value))
-        previous_sample_name = name
-    for family in families.values():
-        assert family.help is not None and family.type is not None, f"{family.name} lacks HELP or TYPE"
+def scrape(metrics: Metrics) -> dict[str, Metric]:
+    """Families keyed by their exposed name (a counter's with ``_total``), each parsed exactly once."""
+    families: dict[str, Metric] = {}
+    for family in text_string_to_metric_families(metrics.render().decode()):
+        name = family.name + "_total" if family.type == "counter" else family.name
+        assert name not in families, f"{name} rendered twice"
+        families[name] = family
     return families
 
 
-# --- helpers --------------------------------------------------------------------------------------------
+def by_label(family: Metric, label: str) -> dict[str, float]:
+    return {sample.labels[label]: sample.value for sample in family.samples}
 
 
-def state(fund: str, balance: Decimal, sequence: int = 1) -> FundState:
-    opened = FundState.opened(fund, FundRules().policy_for(fund))
-    return opened._replace(balance=balance, sequence=sequence)
-
-
-def rendered(
-    metrics: Metrics | None = None, funds: list[FundState] | None = None, lag: dict[str, int] | None = None
-) -> dict[str, Family]:
-    return parse_exposition(render(metrics or Metrics(), funds or [], lag or {}))
+def single(family: Metric) -> float:
+    [sample] = family.samples
+    assert sample.labels == {}
+    return sample.value
 
 
 # --- tests ----------------------------------------------------------------------------------------------
 
 
-def test_empty_worker_renders_every_family() -> None:
-    families = rendered()
+def test_a_fresh_worker_renders_every_family() -> None:
+    families = scrape(make_metrics())
     assert set(families) == {
         *COUNTERS,
         "insurance_fund_rejected_total",
-        "insurance_fund_balance",
-        "insurance_fund_sequence",
-        "insurance_fund_consumer_lag",
+        *HISTOGRAMS,
+        "insurance_fund_owned_partitions",
+        *FUND_GAUGES,
     }
     for name in COUNTERS:
         assert families[name].type == "counter"
-        assert families[name].samples == [({}, "0")]
-    for name in ("insurance_fund_balance", "insurance_fund_sequence", "insurance_fund_consumer_lag"):
+        assert single(families[name]) == 0
+    for name in HISTOGRAMS:
+        assert families[name].type == "histogram"
+    for name in (*FUND_GAUGES, "insurance_fund_owned_partitions"):
         assert families[name].type == "gauge"
+    for name in FUND_GAUGES:
         assert families[name].samples == []
+    assert all(family.documentation for family in families.values())
 
 
-def test_counters_carry_the_metrics() -> None:
-    metrics = Metrics(
-        events=11, deltas=7, duplicates=2, adl_triggers=3, forwarded=5, skipped_replayed=4, batches=9
-    )
-    families = rendered(metrics)
-    for name, attribute in COUNTERS.items():
-        assert families[name].samples == [({}, str(getattr(metrics, attribute)))]
+def test_no_created_series() -> None:
+    text = make_metrics().render().decode()
+    assert "_created" not in text
+
+
+def test_counters_carry_the_counts() -> None:
+    metrics = make_metrics()
+    for count, attribute in enumerate(COUNTERS.values(), start=3):
+        getattr(metrics, attribute).inc(count)
+    families = scrape(metrics)
+    for count, name in enumerate(COUNTERS, start=3):
+        assert single(families[name]) == count
+    assert "insurance_fund_events_total 3.0" in metrics.render().decode().splitlines()
 
 
 def test_every_rejection_reason_is_present_even_when_zero() -> None:
-    assert rendered()["insurance_fund_rejected_total"].by_label("reason") == dict.fromkeys(REASONS, "0")
-    metrics = Metrics(rejected=Counter({"invalid_json": 3, "conflicting_duplicate": 1}))
-    assert rendered(metrics)["insurance_fund_rejected_total"].by_label("reason") == {
-        "conflicting_duplicate": "1",
-        "invalid_event": "0",
-        "invalid_json": "3",
-        "unsupported_version": "0",
-    }
-
-
-def test_an_unknown_rejection_reason_is_rendered_too() -> None:
-    metrics = Metrics(rejected=Counter({"something_new": 2}))
-    reasons = rendered(metrics)["insurance_fund_rejected_total"].by_label("reason")
-    assert reasons == {**dict.fromkeys(REASONS, "0"), "something_new": "2"}
-
-
-def test_balances_are_fixed_point_text() -> None:
-    funds = [
-        state("BTC", D("0E-8")),
-        state("ETH", D("0E-10")),
-        state("USDT", D("-12.50000000")),
-        state("USDC", D("123456789012345.12345678")),
-        state("XRP", D("1E-8")),
-    ]
-    families = rendered(funds=funds)
-    assert families["insurance_fund_balance"].by_label("fund") == {
-        "BTC": "0.00000000",
-        "ETH": "0.0000000000",
-        "USDC": "123456789012345.12345678",
-        "USDT": "-12.50000000",
-        "XRP": "0.00000001",
-    }
-    assert families["insurance_fund_sequence"].by_label("fund") == dict.fromkeys(
-        ["BTC", "ETH", "USDC", "USDT", "XRP"], "1"
+    metrics = make_metrics()
+    assert by_label(scrape(metrics)["insurance_fund_rejected_total"], "reason") == dict.fromkeys(
+        REJECTION_REASONS, 0
     )
+    metrics.rejected.labels("invalid_json").inc(3)
+    metrics.rejected.labels("conflicting_duplicate").inc()
+    metrics.rejected.labels("something_new").inc(2)
+    assert by_label(scrape(metrics)["insurance_fund_rejected_total"], "reason") == {
+        "invalid_json": 3,
+        "invalid_event": 0,
+        "unsupported_version": 0,
+        "conflicting_duplicate": 1,
+        "something_new": 2,
+    }
+
+
+def test_histograms_count_observations() -> None:
+    metrics = make_metrics()
+    metrics.batch_size.observe(1)
+    metrics.batch_size.observe(1500)
+    metrics.batch_seconds.observe(0.02)
+    metrics.commit_seconds.observe(0.004)
+    metrics.commit_seconds.observe(3.0)
+    families = scrape(metrics)
+    size = {
+        sample.name: sample
+        for sample in families["insurance_fund_batch_size"].samples
+        if "le" not in sample.labels
+    }
+    assert size["insurance_fund_batch_size_count"].value == 2
+    assert size["insurance_fund_batch_size_sum"].value == 1501
+    buckets = {
+        float(sample.labels["le"]): sample.value
+        for sample in families["insurance_fund_batch_size"].samples
+        if sample.name.endswith("_bucket")
+    }
+    assert buckets[1.0] == 1 and buckets[1000.0] == 1 and buckets[2000.0] == 2 and buckets[float("inf")] == 2
+    commit = {
+        float(sample.labels["le"]): sample.value
+        for sample in families["insurance_fund_commit_seconds"].samples
+        if sample.name.endswith("_bucket")
+    }
+    assert commit[0.005] == 1 and commit[2.5] == 1 and commit[5.0] == 2
+    assert any(
+        sample.name == "insurance_fund_batch_seconds_count" and sample.value == 1
+        for sample in families["insurance_fund_batch_seconds"].samples
+    )
+
+
+def test_owned_partitions_is_a_gauge_the_worker_sets() -> None:
+    metrics = make_metrics()
+    metrics.owned_partitions.set(3)
+    assert single(scrape(metrics)["insurance_fund_owned_partitions"]) == 3
+    metrics.owned_partitions.set(1)
+    assert single(scrape(metrics)["insurance_fund_owned_partitions"]) == 1
+
+
+def test_fund_gauges_are_read_at_each_scrape() -> None:
+    funds: list[FundState] = []
+    lag: dict[str, int] = {}
+    calls = {"funds": 0, "lag": 0}
+
+    def current_funds() -> list[FundState]:
+        calls["funds"] += 1
+        return funds
+
+    def current_lag() -> dict[str, int]:
+        calls["lag"] += 1
+        return lag
+
+    metrics = Metrics(current_funds, current_lag)
+    assert calls == {"funds": 0, "lag": 0}, "nothing is read before a scrape"
+    assert scrape(metrics)["insurance_fund_balance"].samples == []
+    funds.append(state("USDT", D("199.50000000"), sequence=4, last_timestamp=1_700_000_000_123))
+    lag["liquidation-fills:0"] = 7
+    families = scrape(metrics)
+    assert calls == {"funds": 2, "lag": 2}, "one call per scrape"
+    assert by_label(families["insurance_fund_balance"], "fund") == {"USDT": 199.5}
+    assert by_label(families["insurance_fund_sequence"], "fund") == {"USDT": 4}
+    assert by_label(families["insurance_fund_last_event_timestamp_seconds"], "fund") == {
+        "USDT": 1_700_000_000.123
+    }
+    assert by_label(families["insurance_fund_consumer_lag"], "partition") == {"liquidation-fills:0": 7}
+
+
+def test_a_fund_without_events_has_no_timestamp() -> None:
+    families = scrape(make_metrics([state("BTC", D("0E-8"), sequence=0)]))
+    assert by_label(families["insurance_fund_balance"], "fund") == {"BTC": 0}
+    assert families["insurance_fund_last_event_timestamp_seconds"].samples == []
+
+
+def test_balances_are_float64_approximations() -> None:
+    exact = D("123456789012345.12345678")
+    families = scrape(
+        make_metrics([state("USDC", exact), state("XRP", D("1E-8")), state("USDT", D("-12.5"))])
+    )
+    balances = by_label(families["insurance_fund_balance"], "fund")
+    assert balances == {"USDC": float(exact), "XRP": 1e-8, "USDT": -12.5}
+    assert D(balances["USDC"]) != exact  # money in Prometheus is float64: the exact value is in GET /funds
 
 
 def test_balances_of_a_folded_ledger() -> None:
@@ -182,38 +219,51 @@ def test_balances_of_a_folded_ledger() -> None:
     ledger.fold(
         make_fill(fill_id="btc-1", margin_currency="BTC", symbol="BTCUSD", fee="0", fill_price="28000")
     )
-    families = rendered(funds=list(ledger.funds.values()))
-    assert families["insurance_fund_balance"].by_label("fund") == {
-        "BTC": "0.0000000000",
-        "USDT": "199.50000000",
-    }
-    assert families["insurance_fund_sequence"].by_label("fund") == {"BTC": "1", "USDT": "1"}
+    families = scrape(make_metrics(ledger.funds.values()))
+    assert by_label(families["insurance_fund_balance"], "fund") == {"BTC": 0, "USDT": 199.5}
+    assert by_label(families["insurance_fund_sequence"], "fund") == {"BTC": 1, "USDT": 1}
+    text = make_metrics(ledger.funds.values()).render().decode()
+    assert 'insurance_fund_balance{fund="USDT"} 199.5\n' in text
 
 
 def test_label_values_are_escaped() -> None:
     awkward = 'A"B\\C\nD'
-    text = render(Metrics(rejected=Counter({awkward: 1})), [state(awkward, D("1.00000000"))], {awkward: 3})
+    metrics = make_metrics([state(awkward, D("1.00000000"))], {awkward: 3})
+    metrics.rejected.labels(awkward).inc()
+    text = metrics.render().decode()
     assert 'fund="A\\"B\\\\C\\nD"' in text
     assert 'reason="A\\"B\\\\C\\nD"' in text
     assert 'partition="A\\"B\\\\C\\nD"' in text
-    families = parse_exposition(text)
-    assert families["insurance_fund_balance"].by_label("fund") == {awkward: "1.00000000"}
-    assert families["insurance_fund_rejected_total"].by_label("reason")[awkward] == "1"
-    assert families["insurance_fund_consumer_lag"].by_label("partition") == {awkward: "3"}
+    families = scrape(metrics)
+    assert by_label(families["insurance_fund_balance"], "fund") == {awkward: 1}
+    assert by_label(families["insurance_fund_rejected_total"], "reason")[awkward] == 1
+    assert by_label(families["insurance_fund_consumer_lag"], "partition") == {awkward: 3}
 
 
 def test_funds_and_partitions_come_out_sorted() -> None:
     funds = [state("USDT", D("1.00000000")), state("BTC", D("2.00000000"))]
     lag = {"liquidation-fills:2": 0, "liquidation-fills:0": 5, "liquidation-fills:1": 1}
-    text = render(Metrics(), funds, lag)
-    assert text == render(Metrics(), list(reversed(funds)), dict(reversed(list(lag.items()))))
-    families = parse_exposition(text)
-    assert [labels["fund"] for labels, _ in families["insurance_fund_balance"].samples] == ["BTC", "USDT"]
-    assert [labels["partition"] for labels, _ in families["insurance_fund_consumer_lag"].samples] == [
+    text = make_metrics(funds, lag).render()
+    assert text == make_metrics(reversed(funds), dict(reversed(list(lag.items())))).render()
+    families = scrape(make_metrics(funds, lag))
+    assert [sample.labels["fund"] for sample in families["insurance_fund_balance"].samples] == ["BTC", "USDT"]
+    assert [sample.labels["partition"] for sample in families["insurance_fund_consumer_lag"].samples] == [
         "liquidation-fills:0",
         "liquidation-fills:1",
         "liquidation-fills:2",
     ]
+
+
+def test_each_instance_has_its_own_registry() -> None:
+    first, second = make_metrics(), make_metrics()  # a shared registry would refuse the second
+    first.events.inc(5)
+    assert single(scrape(first)["insurance_fund_events_total"]) == 5
+    assert single(scrape(second)["insurance_fund_events_total"]) == 0
+    assert REGISTRY.get_sample_value("insurance_fund_events_total") is None
+
+
+def test_content_type_is_text_format_0_0_4() -> None:
+    assert CONTENT_TYPE == Metrics.CONTENT_TYPE == "text/plain; version=0.0.4; charset=utf-8"
 
 
 _labels = st.text(alphabet=st.characters(codec="utf-8"), max_size=12)
@@ -226,32 +276,39 @@ def fund_states(draw: st.DrawFn) -> list[FundState]:
     for name in names:
         places = draw(st.sampled_from([0, 2, 8, 10, 18]))
         mantissa = draw(st.integers(-(10**20), 10**20))
-        states.append(state(name, D(mantissa).scaleb(-places), draw(st.integers(0, 10**9))))
+        timestamp = draw(st.none() | st.integers(0, 2**53))
+        states.append(state(name, D(mantissa).scaleb(-places), draw(st.integers(0, 10**9)), timestamp))
     return states
 
 
 @given(
-    counts=st.lists(st.integers(0, 10**12), min_size=7, max_size=7),
+    counts=st.lists(st.integers(0, 10**12), min_size=len(COUNTERS), max_size=len(COUNTERS)),
     rejected=st.dictionaries(_labels, st.integers(0, 10**9), max_size=4),
     funds=fund_states(),
     lag=st.dictionaries(_labels, st.integers(0, 10**12), max_size=4),
 )
-def test_any_worker_renders_valid_text(
+def test_any_worker_renders_parseable_text(
     counts: list[int], rejected: dict[str, int], funds: list[FundState], lag: dict[str, int]
 ) -> None:
-    metrics = Metrics(*counts, rejected=Counter(rejected))
-    families = parse_exposition(render(metrics, funds, lag))
-    balances = families["insurance_fund_balance"].by_label("fund")
-    assert balances.keys() == {fund.fund for fund in funds}
-    for fund in funds:
-        text = balances[fund.fund]
-        assert re.fullmatch(r"-?[0-9]+(\.[0-9]+)?", text), text
-        assert D(text) == fund.balance
-        assert len(text.partition(".")[2]) == max(-int(fund.balance.as_tuple().exponent), 0)
-    assert families["insurance_fund_rejected_total"].by_label("reason") == {
-        **dict.fromkeys(REASONS, "0"),
-        **{reason: str(count) for reason, count in rejected.items()},
+    metrics = make_metrics(funds, lag)
+    for attribute, count in zip(COUNTERS.values(), counts, strict=True):
+        getattr(metrics, attribute).inc(count)
+    for reason, count in rejected.items():
+        metrics.rejected.labels(reason).inc(count)
+    families = scrape(metrics)
+    for name, count in zip(COUNTERS, counts, strict=True):
+        assert single(families[name]) == count
+    assert by_label(families["insurance_fund_balance"], "fund") == {
+        fund.fund: float(fund.balance) for fund in funds
     }
-    assert families["insurance_fund_consumer_lag"].by_label("partition") == {
-        partition: str(count) for partition, count in lag.items()
+    assert by_label(families["insurance_fund_sequence"], "fund") == {
+        fund.fund: fund.sequence for fund in funds
     }
+    assert by_label(families["insurance_fund_last_event_timestamp_seconds"], "fund") == {
+        fund.fund: fund.last_timestamp / 1000 for fund in funds if fund.last_timestamp is not None
+    }
+    assert by_label(families["insurance_fund_rejected_total"], "reason") == {
+        **dict.fromkeys(REJECTION_REASONS, 0),
+        **rejected,
+    }
+    assert by_label(families["insurance_fund_consumer_lag"], "partition") == lag
