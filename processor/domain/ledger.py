@@ -7,7 +7,7 @@ same two pieces of state in changelog-backed tables and calls the same ``apply``
 from __future__ import annotations
 
 from collections import deque
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping, MutableMapping
 from heapq import heappop, heappush
 
 from processor.domain.events import LiquidationFill
@@ -18,6 +18,10 @@ DEFAULT_DUPLICATE_WINDOW_MS = 7 * 24 * 3600 * 1000
 
 _TIMESTAMP = LiquidationFill._fields.index("timestamp")
 _as_fill = LiquidationFill._make
+
+#: Where a duplicate window keeps its fills (fill_id -> the fill as a plain tuple): a dict by default;
+#: the streaming worker can put large windows on disk instead (``processor.stream.tables``).
+FillStore = MutableMapping[str, tuple[object, ...]]
 
 
 class DuplicateWindow:
@@ -35,9 +39,9 @@ class DuplicateWindow:
 
     __slots__ = ("_expiry_ids", "_expiry_timestamps", "_fills", "_late", "newest_timestamp", "window_ms")
 
-    def __init__(self, window_ms: int = DEFAULT_DUPLICATE_WINDOW_MS) -> None:
+    def __init__(self, window_ms: int = DEFAULT_DUPLICATE_WINDOW_MS, fills: FillStore | None = None) -> None:
         self.window_ms = window_ms
-        self._fills: dict[str, tuple[object, ...]] = {}
+        self._fills: FillStore = {} if fills is None else fills
         # Fills in timestamp order as they usually arrive: two deques rather than one of pairs, so
         # remembering a fill allocates nothing the window has to keep.
         self._expiry_timestamps: deque[int] = deque()
@@ -51,6 +55,13 @@ class DuplicateWindow:
 
     def __iter__(self) -> Iterator[LiquidationFill]:
         return map(_as_fill, self._fills.values())
+
+    def clear(self) -> None:
+        """Forget every fill (the fund moved to another worker)."""
+        self._fills.clear()
+        self._expiry_timestamps.clear()
+        self._expiry_ids.clear()
+        self._late.clear()
 
     def get(self, fill_id: str) -> LiquidationFill | None:
         remembered = self._fills.get(fill_id)
@@ -90,10 +101,14 @@ class Ledger:
     """Every fund's state and duplicate window, folded one fill at a time through ``apply``."""
 
     def __init__(
-        self, rules: FundRules | None = None, duplicate_window_ms: int = DEFAULT_DUPLICATE_WINDOW_MS
+        self,
+        rules: FundRules | None = None,
+        duplicate_window_ms: int = DEFAULT_DUPLICATE_WINDOW_MS,
+        fill_store: Callable[[str], FillStore] | None = None,
     ) -> None:
         self.rules = rules or FundRules()
         self.duplicate_window_ms = duplicate_window_ms
+        self.fill_store = fill_store
         self.funds: dict[str, FundState] = {}
         self.windows: dict[str, DuplicateWindow] = {}
         self._policies: dict[str, FundPolicy] = {}
@@ -115,7 +130,7 @@ class Ledger:
         if state is None:
             state = FundState.opened(fund, policy)
         if window is None:
-            window = self.windows[fund] = DuplicateWindow(self.duplicate_window_ms)
+            window = self.open_window(fund)
         outcome = apply(state, fill, policy, window.get(fill.fill_id))
         self.funds[fund] = outcome.state
         journal = self.journal
@@ -128,6 +143,12 @@ class Ledger:
         if outcome.delta is not None:
             window.remember(fill)
         return outcome
+
+    def open_window(self, fund: str) -> DuplicateWindow:
+        """A new, empty duplicate window for ``fund``, in the ledger's fill store."""
+        store = self.fill_store(fund) if self.fill_store is not None else None
+        window = self.windows[fund] = DuplicateWindow(self.duplicate_window_ms, store)
+        return window
 
     def states(self) -> Mapping[str, FundState]:
         return dict(sorted(self.funds.items()))

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 
 from processor import codec
 from processor.codec import FundRecord
-from processor.domain.ledger import DuplicateWindow, Ledger
+from processor.domain.ledger import Ledger
 from processor.domain.state import FundState
 
 SEGMENT_SEPARATOR = b"/"
@@ -54,7 +54,7 @@ class FundBook:
             record = codec.decode_fund_record(raw)
             name = record.state.fund
             self.ledger.funds[name] = record.state
-            window = self.ledger.windows[name] = DuplicateWindow(self.ledger.duplicate_window_ms)
+            window = self.ledger.open_window(name)
             fund = self._open[name] = _OpenFund(partition, record.applied_offsets)
             for segment in sorted(segments_by_fund.get(name, ())):
                 fills = codec.decode_fill_segment(name, seen[segment])
@@ -71,7 +71,9 @@ class FundBook:
         for name in [name for name, fund in self._open.items() if fund.partition == partition]:
             del self._open[name]
             self.ledger.funds.pop(name, None)
-            self.ledger.windows.pop(name, None)
+            window = self.ledger.windows.pop(name, None)
+            if window is not None:
+                window.clear()  # a store on disk would keep it otherwise
 
     def states(self, partition: int | None = None) -> list[FundState]:
         """The owned funds' states (of one partition, or all)."""

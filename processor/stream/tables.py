@@ -10,10 +10,14 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Iterable, Mapping
+import pickle
+import shutil
+from collections.abc import Callable, Iterable, Iterator, Mapping, MutableMapping
+from pathlib import Path
 from typing import Any
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
+from rocksdict import Options, Rdict
 
 log = logging.getLogger(__name__)
 
@@ -87,3 +91,70 @@ class ChangelogReader:
         finally:
             consumer.assign([])
         return tables
+
+
+class RocksDBFills(MutableMapping[str, tuple[object, ...]]):
+    """One fund's duplicate window fills in a RocksDB database shared by the worker's funds.
+
+    Keys are ``<fund> NUL <fill_id>``; values are pickled plain tuples (strings, ints, Decimals: the
+    database is the worker's own, rebuilt from the changelog at every claim, never read by others).
+    """
+
+    def __init__(self, db: Rdict, fund: str) -> None:
+        self.db = db
+        self.prefix = fund.encode() + b"\0"
+        self.count = 0
+
+    def __getitem__(self, fill_id: str) -> tuple[object, ...]:
+        raw = self.db.get(self.prefix + fill_id.encode())
+        if raw is None:
+            raise KeyError(fill_id)
+        value: tuple[object, ...] = pickle.loads(raw)
+        return value
+
+    def get(self, fill_id: str, default: Any = None) -> Any:
+        raw = self.db.get(self.prefix + fill_id.encode())
+        return default if raw is None else pickle.loads(raw)
+
+    def __setitem__(self, fill_id: str, fill: tuple[object, ...]) -> None:
+        key = self.prefix + fill_id.encode()
+        if self.db.get(key) is None:
+            self.count += 1
+        self.db.put(key, pickle.dumps(fill, pickle.HIGHEST_PROTOCOL))
+
+    def __delitem__(self, fill_id: str) -> None:
+        key = self.prefix + fill_id.encode()
+        if self.db.get(key) is None:
+            raise KeyError(fill_id)
+        self.db.delete(key)
+        self.count -= 1
+
+    def __iter__(self) -> Iterator[str]:
+        prefix = self.prefix
+        for key in self.db.keys(from_key=prefix):
+            if not isinstance(key, bytes) or not key.startswith(prefix):
+                break
+            yield key[len(prefix) :].decode()
+
+    def __len__(self) -> int:
+        return self.count
+
+    def clear(self) -> None:
+        self.db.delete_range(self.prefix, self.prefix[:-1] + b"\1")
+        self.count = 0
+
+
+def fill_store(kind: str, directory: Path) -> tuple[Callable[[str], RocksDBFills] | None, Callable[[], None]]:
+    """The ledger's fill store for ``STORE`` (``memory``: plain dicts, ``None`` here) and how to close it.
+
+    ``rocksdb`` keeps the duplicate windows in a database under ``directory``, wiped at start: it is
+    a cache of the changelog, which every claim reads anyway, so it never has to be trusted.
+    """
+    if kind != "rocksdb":
+        return None, lambda: None
+    shutil.rmtree(directory, ignore_errors=True)
+    directory.mkdir(parents=True, exist_ok=True)
+    options = Options(raw_mode=True)
+    options.create_if_missing(True)
+    db = Rdict(str(directory), options)
+    return (lambda fund: RocksDBFills(db, fund)), db.close

@@ -45,7 +45,7 @@ from processor.stream.membership import leave_group
 from processor.stream.metrics import Metrics
 from processor.stream.outbox import Outbox
 from processor.stream.partitioning import home_partition
-from processor.stream.tables import ChangelogReader
+from processor.stream.tables import ChangelogReader, fill_store
 from processor.stream.transactions import Transactions
 from processor.stream.view import FundsView
 from processor.stream.web import start_web
@@ -78,7 +78,11 @@ class Worker:
             SEEN: changelog_topic(settings, TABLES[1]),
         }
         self.partitions = 0  # the input's partition count, known after prepare
-        self.ledger = Ledger(settings.rules, settings.duplicate_window_ms)
+        self.member_id = settings.member_id(socket.gethostname())
+        store, self.close_store = fill_store(
+            settings.store, settings.data_dir / f"{settings.app_id}-{self.member_id}"
+        )
+        self.ledger = Ledger(settings.rules, settings.duplicate_window_ms, store)
         self.book = FundBook(self.ledger, self._home)
         self.transactions = Transactions(settings.app_id, settings.app_id, self.options, self._owns)
         self.outbox = Outbox(self.transactions)
@@ -94,7 +98,6 @@ class Worker:
         self.state = "starting"
         self.reason: str | None = "joining the consumer group"
         self.stopping = asyncio.Event()
-        self.member_id = settings.member_id(socket.gethostname())
 
     # --- what the HTTP views ask ---------------------------------------------------------------------
 
@@ -225,6 +228,7 @@ class Worker:
             except Exception as error:
                 log.warning("stopping: %r", error)
         await runner.cleanup()
+        self.close_store()
 
     # --- partitions changing hands ---------------------------------------------------------------------
 

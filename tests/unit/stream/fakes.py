@@ -1,4 +1,4 @@
-"""Stand-ins for the Kafka pieces the outbox and tables use."""
+"""Stand-ins for the Kafka pieces the outbox uses."""
 
 from __future__ import annotations
 
@@ -8,10 +8,3 @@ class FakeTransactions:
 
     def __init__(self, partitions: dict[str, int]) -> None:
         self.partitions = partitions
-
-
-class FakeFaustTable:
-    """The part of a faust ``Table`` a ``ChangelogTable`` touches: its local store."""
-
-    def __init__(self) -> None:
-        self.data: dict[bytes, bytes] = {}

@@ -1,0 +1,375 @@
+"""Bytes to a ``LiquidationFill`` or a ``Rejection``, never an exception: a fast path for the common
+message, and the schema's checks (``schema``) for everything else, so bad input is named, not raised."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Mapping
+from decimal import Decimal
+from pathlib import Path
+from typing import Any, NamedTuple
+
+import orjson
+
+from processor.codec.schema import (
+    INPUT_SCHEMA,
+    SCHEMA_DIR,
+    SUPPORTED_VERSION,
+    JsonNumber,
+    SchemaError,
+    _build_field,
+    _describe_type,
+    _Field,
+    _FieldError,
+    _integer_check,
+    _parse_decimal,
+    _show,
+)
+from processor.domain.events import LiquidationFill
+
+INVALID_JSON = "invalid_json"
+INVALID_EVENT = "invalid_event"
+UNSUPPORTED_VERSION = "unsupported_version"
+CONFLICTING_DUPLICATE = "conflicting_duplicate"
+
+_DECIMAL_CACHE_LIMIT = 1 << 12  # small enough to stay in the CPU cache
+_SYMBOL_CACHE_LIMIT = 1 << 12
+# Python refuses to turn longer digit strings into ints (sys.get_int_max_str_digits); the fallback
+# parser keeps such integers as text instead, so the field that holds one is named.
+_INT_DIGITS_LIMIT = 4000
+
+
+class Rejection(NamedTuple):
+    """Why an input message is not a fill: a SPEC error code and a sentence naming the field."""
+
+    error: str
+    detail: str
+
+
+class FillDecoder:
+    """Turn message bytes into a ``LiquidationFill`` or a ``Rejection``; built from the input schema."""
+
+    def __init__(self, schema: Mapping[str, Any]) -> None:
+        required = set(schema["required"])
+        properties = schema["properties"]
+        missing = set(LiquidationFill._fields) - set(properties)
+        if missing:
+            raise SchemaError(f"schema lacks fields {sorted(missing)}")
+        self._fields = [
+            _build_field(schema, name, properties[name], name in required)
+            for name in LiquidationFill._fields
+            if name != "version"
+        ]
+        self._version_check = _integer_check("version", {})
+        self._fast = _fast_path({field.name: field for field in self._fields}, properties)
+
+    @classmethod
+    def from_schema_dir(cls, directory: Path = SCHEMA_DIR) -> FillDecoder:
+        try:
+            schema = orjson.loads((directory / INPUT_SCHEMA).read_bytes())
+        except (OSError, orjson.JSONDecodeError) as error:
+            raise SchemaError(f"cannot read {directory / INPUT_SCHEMA}: {error}") from error
+        return cls(schema)
+
+    def decode(self, data: bytes | None) -> LiquidationFill | Rejection:
+        fill = self._fast(data)
+        return fill if fill is not None else self._decode_carefully(data)
+
+    def _decode_carefully(self, data: bytes | None) -> LiquidationFill | Rejection:
+        """Everything the fast path did not accept outright: parse again and take the reference path."""
+        if data is None:
+            return Rejection(INVALID_JSON, "message has no value (null); expected a JSON object")
+        try:
+            document = orjson.loads(data)
+        except orjson.JSONDecodeError:
+            # Valid JSON orjson refuses (numbers beyond a double, lone surrogates).
+            document = _parse_beyond_orjson(data)
+            if isinstance(document, Rejection):
+                return document
+        if type(document) is not dict:
+            return Rejection(INVALID_EVENT, f"message must be a JSON object, got {_describe_type(document)}")
+        return self.from_document(document)
+
+    def from_document(self, document: dict[str, Any]) -> LiquidationFill | Rejection:
+        """Check every field in schema order; the reference path, which also words the rejections."""
+        version = document.get("version")
+        if version is not None and (type(version) is not int or version != SUPPORTED_VERSION):
+            try:
+                number = self._version_check(version)
+            except _FieldError as invalid:
+                return Rejection(INVALID_EVENT, str(invalid))
+            if number != SUPPORTED_VERSION:
+                return Rejection(
+                    UNSUPPORTED_VERSION,
+                    f"field 'version' is {number}; this processor supports version {SUPPORTED_VERSION}",
+                )
+        values: list[Any] = []
+        append = values.append
+        get = document.get
+        try:
+            for field in self._fields:
+                value = get(field.name)
+                if value is None:
+                    if field.required:
+                        presence = "must not be null" if field.name in document else "is missing"
+                        raise _FieldError(f"required field '{field.name}' {presence}")
+                    append(field.default)
+                else:
+                    append(field.check(value))
+        except _FieldError as invalid:
+            return Rejection(INVALID_EVENT, str(invalid))
+        append(SUPPORTED_VERSION)
+        fill = LiquidationFill._make(values)
+        if not fill.quantity and not fill.unfilled_quantity:
+            return Rejection(
+                INVALID_EVENT, "field 'quantity' may be 0 only when 'unfilled_quantity' is greater than 0"
+            )
+        return fill
+
+
+class _DecimalField:
+    """One decimal field on the fast path: a cheap check for new texts, and a cache of accepted ones
+    for fields whose values repeat (``cached``).
+
+    A text of at most ``max_places + 1`` ASCII digits with at most one point cannot have too many
+    places, and when the rule's minimum is 0 only its value is left to check; every other spelling
+    (signs, exponents, numbers, long texts, other minimums) takes the field's full check.
+    """
+
+    __slots__ = ("cache", "cached", "check", "default", "max_abs", "nonzero", "short")
+
+    def __init__(self, field: _Field, *, cached: bool) -> None:
+        rule = field.decimal
+        if rule is None:
+            raise SchemaError(f"property {field.name!r} is not a decimal")
+        self.cache: dict[str, Decimal] = {}  # stays empty unless ``cached``
+        self.cached = cached
+        self.check = field.check
+        self.default = field.default
+        self.max_abs = rule.max_abs
+        self.nonzero = rule.exclusive
+        self.short = rule.max_places + 1 if rule.bound == 0 else -1
+
+    def accept(self, value: Any) -> Decimal | None:
+        """The value of a text (not in the cache), of a number, or the default for null; or ``None``."""
+        if (
+            type(value) is str
+            and len(value) <= self.short
+            and value.isascii()
+            and value.replace(".", "", 1).isdigit()
+        ):
+            number = Decimal(value)
+            if number > self.max_abs or (self.nonzero and not number):
+                return None
+        elif value is None:
+            return self.default
+        else:
+            try:
+                number = self.check(value)
+            except _FieldError:
+                return None
+            if type(value) is not str:
+                return number
+        if self.cached:
+            cache = self.cache
+            if len(cache) >= _DECIMAL_CACHE_LIMIT:
+                cache.clear()
+            cache[value] = number
+        return number
+
+
+def _fast_path(
+    fields: Mapping[str, _Field], properties: Mapping[str, Any]
+) -> Callable[[bytes | None], LiquidationFill | None]:
+    """Build the hot path: parse, then the same rules as ``from_document``, unrolled, with caches of
+    accepted values.
+
+    It returns ``None`` for anything it does not accept outright; ``from_document`` then decides and
+    words the rejection, so the two paths cannot disagree on a verdict (the fuzz tests check it).
+    """
+
+    def bounds(name: str) -> tuple[int, int]:
+        spec = properties[name]
+        return spec.get("minLength", 0), spec.get("maxLength", 1 << 62)
+
+    fill_id_min, fill_id_max = bounds("fill_id")
+    liquidation_id_min, liquidation_id_max = bounds("liquidation_id")
+    symbol_min, symbol_max = bounds("symbol")
+    currency_check = fields["margin_currency"].check
+    # Accepted currencies and symbols, each mapped to one shared instance: a fund's fills then share
+    # their strings (less to keep in the duplicate window) and hash them once.
+    currencies: dict[str, str] = {}
+    symbols: dict[str, str] = {}
+    sides = {side: side for side in properties["side"]["enum"] if side is not None}
+    contract_types = {kind: kind for kind in properties["contract_type"]["enum"] if kind is not None}
+    contract_types[None] = fields["contract_type"].default  # absent or null: the default
+    timestamp_minimum = properties["timestamp"].get("minimum", 0)
+    timestamp_maximum = properties["timestamp"].get("maximum", 1 << 63)
+    # Sizes, bankruptcy prices (shared by a liquidation's fills) and quantities repeat; the exit
+    # price and the fee of a fill are nearly always new, so caching them would only cost.
+    contract_size = _DecimalField(fields["contract_size"], cached=True)
+    bankruptcy_price = _DecimalField(fields["bankruptcy_price"], cached=True)
+    quantity = _DecimalField(fields["quantity"], cached=True)
+    unfilled_quantity = _DecimalField(fields["unfilled_quantity"], cached=True)
+    fill_price = _DecimalField(fields["fill_price"], cached=False)
+    fee = _DecimalField(fields["fee"], cached=False)
+    contract_sizes, bankruptcy_prices = contract_size.cache, bankruptcy_price.cache
+    quantities, unfilled_quantities = quantity.cache, unfilled_quantity.cache
+    loads, new_fill = orjson.loads, tuple.__new__
+
+    def fast(data: bytes | None) -> LiquidationFill | None:
+        try:
+            document = loads(data)  # type: ignore[arg-type]
+            get = document.get
+            version = get("version")
+            if version is not None and (type(version) is not int or version != SUPPORTED_VERSION):
+                return None
+            fill_id = get("fill_id")
+            liquidation_id = get("liquidation_id")
+            if (
+                type(fill_id) is not str
+                or not fill_id_min <= len(fill_id) <= fill_id_max
+                or type(liquidation_id) is not str
+                or not liquidation_id_min <= len(liquidation_id) <= liquidation_id_max
+            ):
+                return None
+            symbol = get("symbol")
+            known_symbol = symbols.get(symbol)
+            if known_symbol is None:
+                if type(symbol) is not str or not symbol_min <= len(symbol) <= symbol_max:
+                    return None
+                if len(symbols) >= _SYMBOL_CACHE_LIMIT:
+                    symbols.clear()
+                known_symbol = symbols[symbol] = symbol
+            currency = get("margin_currency")
+            known_currency = currencies.get(currency)
+            if known_currency is None:
+                try:
+                    known_currency = currencies[currency] = currency_check(currency)
+                except _FieldError:
+                    return None
+            side = sides.get(get("side"))
+            contract_type = contract_types.get(get("contract_type"))
+            timestamp = get("timestamp")
+            if (
+                side is None
+                or contract_type is None
+                or type(timestamp) is not int
+                or not timestamp_minimum <= timestamp <= timestamp_maximum
+            ):
+                return None
+            # A cache lookup per decimal; only a text never seen before pays for the check.
+            value = get("contract_size")
+            size = contract_sizes.get(value)
+            if size is None and (size := contract_size.accept(value)) is None:
+                return None
+            value = get("bankruptcy_price")
+            bankruptcy = bankruptcy_prices.get(value)
+            if bankruptcy is None and (bankruptcy := bankruptcy_price.accept(value)) is None:
+                return None
+            price = fill_price.accept(get("fill_price"))
+            if price is None:
+                return None
+            value = get("quantity")
+            closed = quantities.get(value)
+            if closed is None and (closed := quantity.accept(value)) is None:
+                return None
+            value = get("unfilled_quantity")
+            unfilled = unfilled_quantities.get(value)
+            if unfilled is None and (unfilled := unfilled_quantity.accept(value)) is None:
+                return None
+            cost = fee.accept(get("fee"))
+            if cost is None:
+                return None
+        except (orjson.JSONDecodeError, AttributeError, TypeError):
+            # Not JSON, not an object (no ``get``), or a value that cannot be a key (an array or
+            # object where a scalar belongs): the careful path words the rejection.
+            return None
+        if not closed and not unfilled:
+            return None
+        return new_fill(
+            LiquidationFill,
+            (
+                fill_id,
+                liquidation_id,
+                known_symbol,
+                known_currency,
+                side,
+                contract_type,
+                size,
+                bankruptcy,
+                price,
+                closed,
+                unfilled,
+                cost,
+                timestamp,
+                SUPPORTED_VERSION,
+            ),
+        )
+
+    return fast
+
+
+class _NotJsonConstant(str):
+    """``NaN``, ``Infinity`` or ``-Infinity`` where a JSON value belongs, kept to name its field."""
+
+    __slots__ = ()
+
+
+def _parse_int(text: str) -> int | JsonNumber:
+    return int(text) if len(text) <= _INT_DIGITS_LIMIT else JsonNumber(text)
+
+
+def _parse_beyond_orjson(data: bytes) -> Any:
+    """Parse valid JSON that orjson refuses (numbers beyond a double or 64 bits, lone surrogates), or
+    say why it is not JSON, naming the field that holds a ``NaN`` or ``Infinity``."""
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as error:
+        return Rejection(INVALID_JSON, f"message is not UTF-8 text: {error.reason} at byte {error.start}")
+    try:
+        document = json.loads(
+            text, parse_float=JsonNumber, parse_int=_parse_int, parse_constant=_NotJsonConstant
+        )
+    except (ValueError, RecursionError) as error:
+        reason = str(error) if not isinstance(error, RecursionError) else "nesting is too deep"
+        return Rejection(INVALID_JSON, f"message is not JSON text: {reason[:200]}")
+    if "NaN" in text or "Infinity" in text:  # cheap test first: a constant's name is in the text
+        constant = _not_json_constant(document)
+        if constant is not None:
+            return Rejection(INVALID_JSON, f"message is not JSON text: {constant}, which JSON does not allow")
+    return document
+
+
+def _not_json_constant(document: Any) -> str | None:
+    """Where the fallback parser met ``NaN`` or ``Infinity``, if it did: a top-level field, or deeper."""
+    if type(document) is dict:
+        for name, value in document.items():
+            if type(value) is _NotJsonConstant:
+                return f"field {_show(name)} is {value}"
+    pending = [document]
+    while pending:  # depth-first without recursion: nesting is bounded only by the parser
+        value = pending.pop()
+        if type(value) is _NotJsonConstant:
+            return f"it holds {value}"
+        if type(value) is dict:
+            pending.extend(value.values())
+        elif type(value) is list:
+            pending.extend(value)
+    return None
+
+
+def event_timestamp(data: bytes | None) -> int | None:
+    """The ``timestamp`` of a message that has an integer one (for point-in-time replays), else ``None``."""
+    try:
+        document = orjson.loads(data) if data is not None else None
+    except orjson.JSONDecodeError:
+        return None
+    timestamp = document.get("timestamp") if type(document) is dict else None
+    return timestamp if type(timestamp) is int else None
+
+
+def decimal_or_none(text: str) -> Decimal | None:
+    """Parse a configuration decimal; ``None`` when it is not a finite decimal."""
+    number = _parse_decimal(text)
+    return number if number is not None and number.is_finite() else None

@@ -1,0 +1,270 @@
+"""Domain outputs to the bytes of their topics (deltas, triggers, dead letters), written exactly as
+SPEC section 4 shows them; the hot path, so its documents are built inline."""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+from decimal import ROUND_HALF_EVEN, Decimal
+from typing import Any, NamedTuple
+
+import orjson
+
+from processor.codec.decoding import Rejection
+from processor.domain.events import AdlTrigger, FundDelta, LiquidationFill
+from processor.domain.state import EXACT, FundPolicy
+
+OUTPUT_VERSION = 1
+
+
+class DeadLetter(NamedTuple):
+    """A rejected input message and where it came from."""
+
+    error: str
+    detail: str
+    source_topic: str
+    source_partition: int | None
+    source_offset: int
+    value: bytes | None
+    key: bytes | None
+    timestamp: int
+
+
+def amount_text(value: Decimal) -> str:
+    """Fixed-point text of a value already rounded to the fund's precision."""
+    text = str(value)
+    return text if "E" not in text else _fixed(value, text)
+
+
+# The zero of each precision above 6 places, which ``str`` writes in exponent notation ("0E-8").
+_FIXED_ZEROS = {
+    str(zero): format(zero, "f") for zero in (Decimal(0).scaleb(-places) for places in range(7, 64))
+}
+
+
+def _fixed(value: Decimal, text: str) -> str:
+    """Fixed-point text of a value whose ``str`` is ``text``, in exponent notation (zero or tiny)."""
+    return _FIXED_ZEROS.get(text) or format(value, "f")
+
+
+def _exact(value: Decimal, policy: FundPolicy) -> str:
+    """Fixed-point text with the fund's places, or more when the value needs them to stay exact.
+
+    The text depends on the value only: 2.5, "2.50" and "2.5000000000" all render "2.50000000".
+    """
+    rounded = value.quantize(policy.quantum, ROUND_HALF_EVEN, EXACT)
+    return amount_text(rounded) if rounded == value else format(value.normalize(EXACT), "f")
+
+
+def delta_document(delta: FundDelta) -> dict[str, Any]:
+    """The delta as its JSON object; the hot path, so ``str`` is called inline (it is several times
+    faster than ``format``) and only a text in exponent notation is rewritten."""
+    (
+        fund,
+        symbol,
+        liquidation_id,
+        fill_id,
+        delta_type,
+        gross_pnl,
+        fee,
+        net,
+        amount,
+        shortfall,
+        balance_before,
+        balance_after,
+        sequence,
+        timestamp,
+    ) = delta
+    gross_text, fee_text, net_text = str(gross_pnl), str(fee), str(net)
+    paid_text = net_text if amount is net else str(amount)  # a surplus is the net itself
+    shortfall_text, before_text, after_text = str(shortfall), str(balance_before), str(balance_after)
+    if "E" in gross_text:
+        gross_text = _fixed(gross_pnl, gross_text)
+    if "E" in fee_text:
+        fee_text = _fixed(fee, fee_text)
+    if "E" in net_text:
+        net_text = _fixed(net, net_text)
+    if "E" in paid_text:
+        paid_text = _fixed(amount, paid_text)
+    if "E" in shortfall_text:
+        shortfall_text = _fixed(shortfall, shortfall_text)
+    if "E" in before_text:
+        before_text = _fixed(balance_before, before_text)
+    if "E" in after_text:
+        after_text = _fixed(balance_after, after_text)
+    return {
+        "delta_id": fill_id,
+        "fund": fund,
+        "margin_currency": fund,
+        "symbol": symbol,
+        "liquidation_id": liquidation_id,
+        "fill_id": fill_id,
+        "type": delta_type,
+        "gross_pnl": gross_text,
+        "fee": fee_text,
+        "net": net_text,
+        "amount": paid_text,
+        "shortfall": shortfall_text,
+        "balance_before": before_text,
+        "balance_after": after_text,
+        "sequence": sequence,
+        "timestamp": timestamp,
+        "version": OUTPUT_VERSION,
+    }
+
+
+def encode_fill(fill: LiquidationFill) -> bytes:
+    """A fill as its canonical input document (decimals as their exact text, no unknown fields),
+    which decodes to an equal fill: a compact stand-in for a message padded with unknown fields."""
+    return orjson.dumps(
+        {
+            "fill_id": fill.fill_id,
+            "liquidation_id": fill.liquidation_id,
+            "symbol": fill.symbol,
+            "margin_currency": fill.margin_currency,
+            "side": fill.side,
+            "contract_type": fill.contract_type,
+            "contract_size": str(fill.contract_size),
+            "bankruptcy_price": str(fill.bankruptcy_price),
+            "fill_price": str(fill.fill_price),
+            "quantity": str(fill.quantity),
+            "unfilled_quantity": str(fill.unfilled_quantity),
+            "fee": str(fill.fee),
+            "timestamp": fill.timestamp,
+            "version": fill.version,
+        }
+    )
+
+
+def encode_delta(delta: FundDelta) -> bytes:
+    return orjson.dumps(delta_document(delta))
+
+
+def trigger_document(trigger: AdlTrigger, policy: FundPolicy) -> dict[str, Any]:
+    return {
+        "trigger_id": trigger.trigger_id,
+        "fund": trigger.fund,
+        "margin_currency": trigger.fund,
+        "symbol": trigger.symbol,
+        "liquidation_id": trigger.liquidation_id,
+        "fill_id": trigger.fill_id,
+        "reason": trigger.reason,
+        "liquidated_side": trigger.liquidated_side,
+        "deleverage_side": trigger.deleverage_side,
+        "bankruptcy_price": _exact(trigger.bankruptcy_price, policy),
+        "quantity": _exact(trigger.quantity, policy),
+        "unfilled_quantity": _exact(trigger.unfilled_quantity, policy),
+        "shortfall": amount_text(trigger.shortfall),
+        "fund_balance": amount_text(trigger.fund_balance),
+        "sequence": trigger.sequence,
+        "timestamp": trigger.timestamp,
+        "version": OUTPUT_VERSION,
+    }
+
+
+def encode_trigger(trigger: AdlTrigger, policy: FundPolicy) -> bytes:
+    return orjson.dumps(trigger_document(trigger, policy))
+
+
+def encode_rejection(
+    rejection: Rejection,
+    value: bytes | None,
+    key: bytes | None,
+    topic: str,
+    partition: int | None,
+    offset: int,
+    timestamp: int,
+) -> bytes:
+    """The dead letter of a rejected message read at ``topic``/``partition``/``offset``."""
+    letter = DeadLetter(rejection.error, rejection.detail, topic, partition, offset, value, key, timestamp)
+    return encode_dead_letter(letter)
+
+
+#: A dead letter carries at most this many bytes of the original message value. The rest is
+#: summarised by ``value_length`` and ``value_sha256``, so that a dead letter of a message near the
+#: broker's size limit (whose JSON text escapes it, up to 6 bytes per byte) can always be published.
+DEAD_LETTER_VALUE_LIMIT = 65_536
+#: The same for the input key copied into the dead letter.
+DEAD_LETTER_KEY_LIMIT = 1_024
+#: Characters of ``detail`` kept (details are short by construction; this only bounds them).
+DEAD_LETTER_DETAIL_LIMIT = 4_096
+
+
+def dead_letter_document(letter: DeadLetter) -> dict[str, Any]:
+    """The dead letter as its JSON object, holding bounded copies of the message's value and key.
+
+    A copy longer than its limit keeps its first bytes (text cut back to a whole character) and
+    adds the original's length in bytes and the SHA-256 of the whole of it, so that the document
+    stays well under 1 MB whatever arrived.
+    """
+    detail = letter.detail
+    if len(detail) > DEAD_LETTER_DETAIL_LIMIT:
+        detail = detail[: DEAD_LETTER_DETAIL_LIMIT - 3] + "..."
+    document: dict[str, Any] = {
+        "error": letter.error,
+        "detail": detail,
+        "source_topic": letter.source_topic,
+        "source_partition": letter.source_partition,
+        "source_offset": letter.source_offset,
+    }
+    raw = letter.value if letter.value is not None else b""
+    text = _utf8_prefix(raw, DEAD_LETTER_VALUE_LIMIT)
+    if text is not None:
+        document["value"] = text
+    else:
+        document["value_base64"] = base64.b64encode(raw[:DEAD_LETTER_VALUE_LIMIT]).decode("ascii")
+    if len(raw) > DEAD_LETTER_VALUE_LIMIT:
+        document["value_length"] = len(raw)
+        document["value_sha256"] = hashlib.sha256(raw).hexdigest()
+    key = letter.key
+    document["key"] = _key_text(key)
+    if key is not None and len(key) > DEAD_LETTER_KEY_LIMIT:
+        document["key_length"] = len(key)
+        document["key_sha256"] = hashlib.sha256(key).hexdigest()
+    document["timestamp"] = letter.timestamp
+    document["version"] = OUTPUT_VERSION
+    return document
+
+
+def _utf8_prefix(raw: bytes, limit: int) -> str | None:
+    """The text of at most ``limit`` leading bytes of ``raw``; ``None`` when ``raw`` is not UTF-8."""
+    try:
+        if len(raw) <= limit:
+            return raw.decode("utf-8")
+        raw.decode("utf-8")  # the whole must be text, not just the part kept
+    except UnicodeDecodeError:
+        return None
+    return raw[:limit].decode("utf-8", "ignore")  # only a character cut in two at the end is dropped
+
+
+def _key_text(key: bytes | None) -> str | None:
+    """The key (at most its first ``DEAD_LETTER_KEY_LIMIT`` bytes) as text, base64 when not UTF-8."""
+    if key is None:
+        return None
+    text = _utf8_prefix(key, DEAD_LETTER_KEY_LIMIT)
+    return text if text is not None else base64.b64encode(key[:DEAD_LETTER_KEY_LIMIT]).decode("ascii")
+
+
+def dead_letter_key(key: bytes | None) -> bytes | None:
+    """The record key of a dead letter: the input key, cut to ``DEAD_LETTER_KEY_LIMIT`` bytes.
+
+    Keying a dead letter by a key of nearly 1 MB (which the input's value can leave room for) would
+    make the dead letter too large for the broker.
+    """
+    return key if key is None or len(key) <= DEAD_LETTER_KEY_LIMIT else key[:DEAD_LETTER_KEY_LIMIT]
+
+
+def encode_dead_letter(letter: DeadLetter) -> bytes:
+    return orjson.dumps(dead_letter_document(letter))
+
+
+def loads(data: bytes | str) -> Any:
+    """Parse trusted JSON (state files, our own outputs); raises ``ValueError`` on bad input."""
+    try:
+        return orjson.loads(data)
+    except orjson.JSONDecodeError as error:
+        raise ValueError(str(error)) from error
+
+
+def dumps(document: Any) -> bytes:
+    return orjson.dumps(document)
