@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import os
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -171,7 +172,11 @@ class Settings:
     def member_id(self, host: str) -> str:
         """The ``group.instance.id``: ``WORKER_ID``, else ``<host>-<WEB_PORT>``, stable across restarts
         of the same worker and unique on a host (two workers cannot share a port)."""
-        return self.worker_id or f"{host}-{self.web_port}"
+        if self.worker_id:
+            return self.worker_id
+        if self.web_port == 0:  # any free port: no stable name to derive, so no static membership
+            return f"{host}-pid{os.getpid()}"
+        return f"{host}-{self.web_port}"
 
     def replace(self, **changes: object) -> Settings:
         return dataclasses.replace(self, **changes)  # type: ignore[arg-type]

@@ -137,13 +137,8 @@ class Pipeline:
         fund: str | None,
         symbol: str | None,
     ) -> Emitted:
-        for header, origin in headers:
-            if header == SOURCE_HEADER:  # a forwarded fill: name where the producer put it
-                source_topic, source_partition, source_offset = origin.decode().rsplit(":", 2)
-                topic, partition, offset = source_topic, int(source_partition), int(source_offset)
-                key = None
-            elif header == SOURCE_KEY_HEADER:
-                key = origin
+        if topic != self.routed_topic:  # origin headers are ours, on the re-partition topic only
+            topic, partition, offset, key = _origin(headers, topic, partition, offset, key)
         letter = codec.encode_rejection(rejection, value, key, topic, partition, offset, self.clock_ms())
         return Emitted(
             fund,
@@ -152,3 +147,20 @@ class Pipeline:
             dead_letter_key=codec.dead_letter_key(key),
             error=rejection.error,
         )
+
+
+def _origin(
+    headers: Headers, topic: str, partition: int | None, offset: int, key: bytes | None
+) -> tuple[str, int | None, int, bytes | None]:
+    """Where a forwarded fill was first read (topic, partition, offset, key), from its headers; the
+    coordinates it was read at when it carries none (or unreadable ones)."""
+    source = next((value for name, value in headers if name == SOURCE_HEADER), None)
+    if source is None:
+        return topic, partition, offset, key
+    try:
+        source_topic, source_partition, source_offset = source.decode().rsplit(":", 2)
+        origin = (source_topic, int(source_partition), int(source_offset))
+    except (AttributeError, UnicodeDecodeError, ValueError):
+        return topic, partition, offset, key
+    source_key = next((value for name, value in headers if name == SOURCE_KEY_HEADER), None)
+    return (*origin, source_key)
