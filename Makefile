@@ -7,7 +7,7 @@ STAMP := $(VENV)/.installed
 export PYTHONHASHSEED ?= 0
 
 .DEFAULT_GOAL := help
-.PHONY: help install test test-unit test-integration lint format golden bench bench-core soak run demo broker \
+.PHONY: help install test test-unit test-integration lint format golden bench bench-core bench-recovery soak run demo broker \
         rebuild audit \
         kafka-up kafka-down kafka-status kafka-purge clean
 
@@ -32,13 +32,13 @@ test-integration: install ## run the tests against a real broker
 	$(PY) -m pytest -q -m integration
 
 lint: install ## ruff and mypy
-	$(VENV)/bin/ruff check processor tests bench soak
-	$(VENV)/bin/ruff format --check processor tests bench soak
+	$(VENV)/bin/ruff check processor tests bench soak testkit
+	$(VENV)/bin/ruff format --check processor tests bench soak testkit
 	$(VENV)/bin/mypy
 
 format: install ## apply ruff's formatting and fixable lints
-	$(VENV)/bin/ruff format processor tests bench soak
-	$(VENV)/bin/ruff check --fix processor tests bench soak
+	$(VENV)/bin/ruff format processor tests bench soak testkit
+	$(VENV)/bin/ruff check --fix processor tests bench soak testkit
 
 golden: install ## regenerate tests/golden expected outputs from their recorded inputs (review the diff!)
 	$(PY) -m tests.golden.regenerate
@@ -46,11 +46,14 @@ golden: install ## regenerate tests/golden expected outputs from their recorded 
 bench-core: install ## decode + fold + encode and file replay throughput over 1M generated fills
 	$(PY) -m bench.core
 
-bench: install broker ## end-to-end worker throughput vs a bare aiokafka pipe (200k fills), then bench-core
-	$(PY) -m bench.stream --count 200000
+bench: install broker ## worker throughput vs a bare aiokafka pipe, latency, recovery (BENCH_RECOVERY=0: skip it); then bench-core
+	$(PY) -m bench.stream --count 200000 $(if $(filter 0,$(BENCH_RECOVERY)),--skip recovery)
 	$(PY) -m bench.core
 
-soak: install ## the long crash-proof run: 50 SIGKILLs, rebalances, broker restarts, 10k hostile messages; prints a table
+bench-recovery: install broker ## SIGKILL a worker holding 1M fills, restart it: seconds to /health 200, state, peak RSS
+	$(PY) -m bench.stream --only recovery
+
+soak: install ## the long crash-proof run: 50 SIGKILLs, rebalances, rolling restarts, broker restarts, 10k hostile messages; prints a table
 	$(PY) -m soak
 
 broker: # start the local broker unless KAFKA_BOOTSTRAP_SERVERS points at one

@@ -103,8 +103,11 @@ class Transactions:
                 enable_idempotence=True,
                 transactional_id=self.transactional_id(partition),
                 transaction_timeout_ms=TRANSACTION_TIMEOUT_MS,
-                linger_ms=5,
+                linger_ms=0,  # whole record batches are sent at once; nothing to wait for
                 max_batch_size=1 << 20,
+                # A transaction begun right after the previous commit can be refused until that
+                # one's markers are written (retried): retry after 10 ms, not aiokafka's 100 ms.
+                retry_backoff_ms=10,
             )
             await producer.start()  # InitProducerId: fences the previous owner, aborts its open transaction
             self.producers[partition] = producer

@@ -56,6 +56,7 @@ EXIT_BATCH_FAILED = 70
 SESSION_TIMEOUT_MS = 10_000  # a killed worker's partitions move after 10 s (unless it is back sooner)
 HEARTBEAT_INTERVAL_MS = 1_000
 STOP_GRACE_SECONDS = 30.0
+FETCH_MAX_WAIT_MS = 10
 
 
 def die(reason: str) -> NoReturn:
@@ -164,6 +165,9 @@ class Worker:
                 heartbeat_interval_ms=HEARTBEAT_INTERVAL_MS,
                 max_partition_fetch_bytes=4 << 20,
                 fetch_max_bytes=64 << 20,
+                # aiokafka leaves a partition with buffered records out of the next fetch, so new
+                # input on it waits for the fetch in flight elsewhere: keep that wait short.
+                fetch_max_wait_ms=FETCH_MAX_WAIT_MS,
             )
             consumer.subscribe([self.input_topic, self.repartition_topic], listener=_Rebalance(self))
             await consumer.start()
