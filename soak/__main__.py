@@ -1,6 +1,10 @@
 """``make soak``: the long crash and hostile-input scenarios against a real broker, then one table.
 
-    python -m soak [--kills 50] [--fills 30000] [--rounds 4] [--restarts 3] [--bad 10000] [--only NAME ...]
+    python -m soak [--kills 50] [--fills 30000] [--rounds 4] [--rolling-rounds 2] [--restarts 3]
+                   [--bad 10000] [--only NAME ...]
+
+The scenarios themselves live in ``testkit`` (``make test`` runs short versions of the same code);
+this module holds the long-run settings and the table.
 
 Exits 1 if any scenario lost, repeated or changed an event, or had any other problem.
 """
@@ -15,11 +19,17 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from soak.crash import backlog_scenario, broker_restart_scenario, kill_scenario, rebalance_scenario
-from soak.harness import Tally
-from tests.integration.broker import kafka_broker
+from testkit.broker import kafka_broker
+from testkit.harness import Tally
+from testkit.scenarios import (
+    backlog_scenario,
+    broker_restart_scenario,
+    kill_scenario,
+    rebalance_scenario,
+    rolling_scenario,
+)
 
-SCENARIOS = ("kill", "backlog", "rebalance", "broker", "hostile")
+SCENARIOS = ("kill", "backlog", "rebalance", "rolling", "broker", "hostile")
 
 
 def say(message: str) -> None:
@@ -31,6 +41,7 @@ def _cells(tally: Tally) -> tuple[str, ...]:
         tally.scenario,
         str(tally.kills),
         str(tally.busy_kills),
+        str(tally.restarts),
         str(tally.events_checked),
         str(tally.duplicates),
         str(tally.losses),
@@ -47,6 +58,7 @@ def table(tallies: list[Tally]) -> str:
         "scenario",
         "kills survived",
         "while processing",
+        "restarts",
         "events checked",
         "duplicates",
         "losses",
@@ -60,6 +72,7 @@ def table(tallies: list[Tally]) -> str:
     for tally in tallies:
         totals.kills += tally.kills
         totals.busy_kills += tally.busy_kills
+        totals.restarts += tally.restarts
         totals.events_checked += tally.events_checked
         totals.duplicates += tally.duplicates
         totals.losses += tally.losses
@@ -83,6 +96,9 @@ def main() -> int:
     parser.add_argument("--kills", type=int, default=50, help="SIGKILLs in the kill scenario (50)")
     parser.add_argument("--fills", type=int, default=30_000, help="valid fills per crash scenario (30000)")
     parser.add_argument("--rounds", type=int, default=4, help="leave-and-rejoin rounds (4)")
+    parser.add_argument(
+        "--rolling-rounds", type=int, default=2, help="rolling restarts of all 3 workers, one by one (2)"
+    )
     parser.add_argument("--restarts", type=int, default=3, help="broker restarts (3)")
     parser.add_argument("--bad", type=int, default=10_000, help="malformed messages in the hostile scenario")
     parser.add_argument("--seed", type=int, default=20261125)
@@ -130,6 +146,18 @@ def main() -> int:
                     place("rebalance"),
                     fills=args.fills,
                     rounds=args.rounds,
+                    seed=args.seed,
+                    say=say,
+                )
+            )
+        if "rolling" in args.only:
+            say(f"rolling restart: 3 workers, {args.rolling_rounds} rounds over {args.fills} fills")
+            record(
+                lambda: rolling_scenario(
+                    bootstrap,
+                    place("rolling"),
+                    fills=args.fills,
+                    rounds=args.rolling_rounds,
                     seed=args.seed,
                     say=say,
                 )

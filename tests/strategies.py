@@ -16,6 +16,7 @@ import attrs
 from hypothesis import strategies as st
 
 from processor.domain.events import LiquidationFill
+from testkit.fields import DECIMAL_FIELDS, REQUIRED_FIELDS
 
 BASE_TIMESTAMP = 1_700_000_000_000
 
@@ -29,18 +30,6 @@ SYMBOLS: Mapping[str, tuple[str, ...]] = {
 CURRENCIES: tuple[str, ...] = tuple(SYMBOLS)
 INVERSE_CURRENCIES = frozenset({"BTC", "ETH"})
 
-DECIMAL_FIELDS = ("contract_size", "bankruptcy_price", "fill_price", "quantity", "unfilled_quantity", "fee")
-REQUIRED_FIELDS = (
-    "fill_id",
-    "liquidation_id",
-    "symbol",
-    "margin_currency",
-    "side",
-    "bankruptcy_price",
-    "fill_price",
-    "quantity",
-    "timestamp",
-)
 OPTIONAL_DEFAULTS: Mapping[str, Any] = {
     "contract_type": "linear",
     "contract_size": Decimal(1),

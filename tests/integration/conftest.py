@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.integration.broker import kafka_broker
-from tests.integration.worker import RunningWorker, WorkerConfig
+from testkit.broker import kafka_broker
+from testkit.worker import RunningWorker, WorkerConfig
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:

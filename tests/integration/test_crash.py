@@ -1,12 +1,19 @@
-"""Quick versions of the soak's crash scenarios (``make soak`` runs the long ones): nothing the
-committed topics hold may be lost, repeated or different from the file replay of the same input."""
+"""Quick versions of the soak's crash scenarios (``make soak`` runs the long ones, the same code in
+``testkit.scenarios``): nothing the committed topics hold may be lost, repeated or different from the
+file replay of the same input, and every worker's ``GET /funds`` must equal the replay's state."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
-from soak.crash import backlog_scenario, broker_restart_scenario, kill_scenario, rebalance_scenario
-from soak.harness import Tally
+from testkit.harness import Tally
+from testkit.scenarios import (
+    backlog_scenario,
+    broker_restart_scenario,
+    kill_scenario,
+    rebalance_scenario,
+    rolling_scenario,
+)
 
 
 def assert_clean(tally: Tally, events: int) -> None:
@@ -16,8 +23,9 @@ def assert_clean(tally: Tally, events: int) -> None:
 
 
 def test_sigkilled_worker_loses_and_repeats_nothing(kafka_bootstrap: str, tmp_path: Path) -> None:
-    tally = kill_scenario(kafka_bootstrap, tmp_path, fills=3000, kills=3, pause=(2.0, 10.0), seed=11)
-    assert tally.kills == 3
+    tally = kill_scenario(kafka_bootstrap, tmp_path, fills=3000, kills=4, pause=(0.5, 6.0), seed=11)
+    assert tally.kills == 4
+    assert tally.busy_kills >= 1  # at least one kill landed mid-stream, not only in start-up
     assert_clean(tally, 3000)
     assert tally.dlq == 3000 // 97
 
@@ -33,6 +41,15 @@ def test_a_worker_leaving_and_rejoining_mid_stream_loses_and_repeats_nothing(
 ) -> None:
     tally = rebalance_scenario(kafka_bootstrap, tmp_path, fills=3000, rounds=2, seed=12)
     assert_clean(tally, 3000)
+
+
+def test_a_rolling_restart_of_three_workers_loses_and_repeats_nothing(
+    kafka_bootstrap: str, tmp_path: Path
+) -> None:
+    tally = rolling_scenario(kafka_bootstrap, tmp_path, fills=3000, rounds=1, seed=15)
+    assert tally.restarts == 3
+    assert_clean(tally, 3000)
+    assert tally.dlq == 3000 // 97
 
 
 def test_worker_rides_out_a_broker_restart(tmp_path: Path) -> None:

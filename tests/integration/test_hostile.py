@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from soak.hostile import run_hostile
+from testkit.hostile import run_hostile
 
 BAD = GOOD = 1_500
 

@@ -11,10 +11,10 @@ import pytest
 
 from processor.cli import main
 from processor.stream.produce import key_of
-from tests.integration.broker import create_topics, produce, read_all, unique
-from tests.integration.reference import FileReplay, by_fund
+from testkit.broker import create_topics, produce, read_all, unique
+from testkit.reference import FileReplay, by_fund
+from testkit.worker import RunningWorker, WorkerConfig
 from tests.integration.test_worker import GOLDEN_RULES, GOLDEN_RULES_ENV, golden_messages
-from tests.integration.worker import RunningWorker, WorkerConfig
 
 INITIAL = "USDT=250000,BTC=1.5"
 

@@ -14,7 +14,7 @@ from processor.codec import FillDecoder
 from processor.domain.ledger import Ledger
 from processor.pipeline import Pipeline
 from processor.simulate import fills as simulated_fills
-from soak.hostile import (
+from testkit.hostile import (
     BAD_KINDS,
     HUGE_MESSAGE_BYTES,
     MESSAGE,

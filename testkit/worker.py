@@ -1,4 +1,4 @@
-"""Run the real worker (``python -m processor worker``) as a subprocess against the test broker."""
+"""Run the real worker (``python -m processor worker``) as a subprocess against a test broker."""
 
 from __future__ import annotations
 
@@ -9,11 +9,12 @@ import sys
 import time
 import urllib.error
 import urllib.request
+from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from processor import codec
-from tests.integration.broker import ROOT, free_port, unique
+from testkit.broker import ROOT, free_port, unique
 
 
 @dataclass
@@ -26,6 +27,8 @@ class WorkerConfig:
     suffix: str = field(default_factory=lambda: unique("t"))
     partitions: int = 1
     extra_env: dict[str, str] = field(default_factory=dict)
+    #: how many times each worker name has been started, so that every incarnation logs to its own file
+    starts: Counter[str] = field(default_factory=Counter, repr=False, compare=False)
 
     @property
     def input_topic(self) -> str:
@@ -43,11 +46,16 @@ class WorkerConfig:
     def dlq_topic(self) -> str:
         return f"dlq-{self.suffix}"
 
+    def worker_id(self, name: str) -> str:
+        """The static group member id of the worker called ``name``: the same across its restarts."""
+        return f"{self.app_id}-{name}"
+
     def env(self, web_port: int, name: str) -> dict[str, str]:
         return {
             **os.environ,
             "KAFKA_BOOTSTRAP_SERVERS": self.bootstrap,
             "APP_ID": self.app_id,
+            "WORKER_ID": self.worker_id(name),
             "INPUT_TOPIC": self.input_topic,
             "DELTAS_TOPIC": self.deltas_topic,
             "ADL_TOPIC": self.adl_topic,
@@ -61,10 +69,18 @@ class WorkerConfig:
 
 
 class RunningWorker:
+    """One incarnation of the worker called ``name``. Starting the same name again (after a stop or a
+    kill) is a restart: same ``WORKER_ID`` (static membership) and data directory, a new log file."""
+
     def __init__(self, config: WorkerConfig, name: str = "w1") -> None:
+        self.name = name
+        self.worker_id = config.worker_id(name)
+        config.starts[name] += 1
+        self.incarnation = config.starts[name]
         self.port = free_port()
-        self.log_path = config.scratch / f"worker-{name}-{self.port}.log"
+        self.log_path = config.scratch / f"worker-{name}-{self.incarnation}.log"
         self._log = self.log_path.open("wb")
+        self.started = time.monotonic()
         self.process = subprocess.Popen(
             [sys.executable, "-m", "processor", "worker"],
             cwd=ROOT,
@@ -77,24 +93,27 @@ class RunningWorker:
     def url(self) -> str:
         return f"http://127.0.0.1:{self.port}"
 
-    def get(self, path: str) -> tuple[int, bytes]:
+    def get(self, path: str, timeout: float = 5.0) -> tuple[int, bytes]:
         try:
-            with urllib.request.urlopen(self.url + path, timeout=5) as response:
+            with urllib.request.urlopen(self.url + path, timeout=timeout) as response:
                 return response.status, response.read()
         except urllib.error.HTTPError as error:
             return error.code, error.read()
+
+    def healthy(self) -> bool:
+        try:
+            return self.get("/health", timeout=2.0)[0] == 200
+        except OSError:
+            return False
 
     def wait_healthy(self, timeout: float = 90.0) -> None:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.process.poll() is not None:
                 raise AssertionError(f"worker exited with {self.process.returncode}:\n{self.log()}")
-            try:
-                if self.get("/health")[0] == 200:
-                    return
-            except OSError:
-                pass
-            time.sleep(0.3)
+            if self.healthy():
+                return
+            time.sleep(0.1)
         raise AssertionError(f"worker not healthy after {timeout}s:\n{self.log()}")
 
     def funds(self) -> dict[str, dict[str, object]]:
@@ -109,6 +128,20 @@ class RunningWorker:
             if line.startswith(name + " "):
                 return float(line.split()[1])
         raise AssertionError(f"metric {name} not exposed")
+
+    def events(self) -> float | None:
+        """``insurance_fund_events_total`` of this incarnation, ``None`` while its HTTP server is not up."""
+        try:
+            return self.metric("insurance_fund_events_total")
+        except (OSError, AssertionError):
+            return None
+
+    def owned_partitions(self) -> int | None:
+        """``insurance_fund_owned_partitions``: how many input partitions this incarnation owns now."""
+        try:
+            return int(self.metric("insurance_fund_owned_partitions"))
+        except (OSError, AssertionError):
+            return None
 
     def stop(self, timeout: float = 30.0) -> None:
         if self.process.poll() is None:
@@ -127,5 +160,6 @@ class RunningWorker:
         self._log.close()
 
     def log(self) -> str:
-        self._log.flush()
+        if not self._log.closed:
+            self._log.flush()
         return self.log_path.read_text(errors="replace")[-5000:]

@@ -1,4 +1,4 @@
-"""The reference the integration tests and the soak compare the worker with."""
+"""The reference the integration tests and the soak compare the worker with: the file replay."""
 
 from __future__ import annotations
 

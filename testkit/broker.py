@@ -1,4 +1,4 @@
-"""Where integration tests get a real Kafka broker, and small aiokafka helpers to drive it.
+"""Where the tests and the soak get a real Kafka broker, and small aiokafka helpers to drive it.
 
 ``KAFKA_BOOTSTRAP_SERVERS`` if set; else a testcontainers Kafka when a Docker engine answers; else the
 project's own jar broker (``scripts/kafka.sh``) on free ports in a private directory.
@@ -19,7 +19,7 @@ from pathlib import Path
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 
-ROOT = Path(__file__).resolve().parents[2]
+ROOT = Path(__file__).resolve().parents[1]
 KAFKA_IMAGE = "apache/kafka:4.0.0"
 
 
@@ -40,23 +40,43 @@ def docker_answers() -> bool:
         return False
 
 
+class JarBroker:
+    """``scripts/kafka.sh`` on free ports with its data under ``home``: started, stopped and started
+    again (same ports, same data) at will."""
+
+    def __init__(self, home: Path, extra_env: dict[str, str] | None = None) -> None:
+        self.port = free_port()
+        self.env = {
+            **os.environ,
+            "KAFKA_HOME_DIR": str(home),
+            "KAFKA_PORT": str(self.port),
+            "KAFKA_CONTROLLER_PORT": str(free_port()),
+            **(extra_env or {}),
+        }
+
+    @property
+    def bootstrap(self) -> str:
+        return f"127.0.0.1:{self.port}"
+
+    def up(self) -> None:
+        self._script("up", check=True)
+
+    def down(self, *, purge: bool = False) -> None:
+        self._script("down", *(["--purge"] if purge else []), check=not purge)
+
+    def _script(self, *args: str, check: bool) -> None:
+        subprocess.run(["bash", str(ROOT / "scripts" / "kafka.sh"), *args], env=self.env, check=check)
+
+
 @contextmanager
 def jar_broker(home: Path, extra_env: dict[str, str] | None = None) -> Iterator[str]:
     """Run ``scripts/kafka.sh`` with its data under ``home``; yield the bootstrap address."""
-    port, controller_port = free_port(), free_port()
-    env = {
-        **os.environ,
-        "KAFKA_HOME_DIR": str(home),
-        "KAFKA_PORT": str(port),
-        "KAFKA_CONTROLLER_PORT": str(controller_port),
-        **(extra_env or {}),
-    }
-    script = str(ROOT / "scripts" / "kafka.sh")
-    subprocess.run(["bash", script, "up"], env=env, check=True)
+    broker = JarBroker(home, extra_env)
+    broker.up()
     try:
-        yield f"127.0.0.1:{port}"
+        yield broker.bootstrap
     finally:
-        subprocess.run(["bash", script, "down", "--purge"], env=env, check=False)
+        broker.down(purge=True)
 
 
 @contextmanager

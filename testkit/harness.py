@@ -1,5 +1,5 @@
-"""What every soak scenario shares: the expected outputs, a paced producer, and the tally of what
-the committed topics hold against the file replay of the same input."""
+"""What every crash scenario shares: the input and its malformed share, a paced producer, and the
+tally of what the committed topics hold against the file replay of the same input."""
 
 from __future__ import annotations
 
@@ -7,17 +7,20 @@ import asyncio
 import threading
 import time
 from collections import Counter
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import orjson
 from aiokafka import AIOKafkaProducer
 
-from bench.generate import lines as generated_lines
+from processor import codec
 from processor.domain.state import FundRules
-from tests.integration.broker import read_all
-from tests.integration.reference import FileReplay, keyed_by_currency
-from tests.integration.worker import WorkerConfig
+from processor.simulate import MARKETS, Market
+from processor.simulate import fills as simulated_fills
+from testkit.broker import read_all
+from testkit.reference import FileReplay, keyed_by_currency
+from testkit.worker import WorkerConfig
 
 BAD_EVERY = 97  # one malformed message among every 97, so the dead-letter topic is checked too
 
@@ -40,7 +43,10 @@ class Tally:
 
     scenario: str
     kills: int = 0
-    busy_kills: int = 0  # kills that hit a worker which had input in flight or done
+    #: kills of a worker whose ``insurance_fund_events_total`` had grown since it started, and again
+    #: just before the kill, while input was still being produced
+    busy_kills: int = 0
+    restarts: int = 0  # graceful stops (SIGTERM) followed by a start under the same WORKER_ID
     events_checked: int = 0
     duplicates: int = 0
     losses: int = 0
@@ -55,10 +61,10 @@ class Tally:
         return not (self.duplicates or self.losses or self.mismatches or self.problems)
 
 
-def messages(fills: int, seed: int) -> tuple[list[bytes], list[bytes]]:
-    """Generated fills (keyed by margin currency when produced) with a malformed message every
-    ``BAD_EVERY``; returns (all messages, the malformed ones)."""
-    good = list(generated_lines(fills, seed))
+def messages(fills: int, seed: int, markets: Sequence[Market] = MARKETS) -> tuple[list[bytes], list[bytes]]:
+    """Simulated fills of ``markets`` (keyed by margin currency when produced) with a malformed message
+    every ``BAD_EVERY``; returns (all messages, the malformed ones)."""
+    good = [codec.dumps(fill) for fill in simulated_fills(fills, seed, markets=markets)]
     everything: list[bytes] = []
     bad: list[bytes] = []
     for index, line in enumerate(good):
@@ -71,16 +77,32 @@ def messages(fills: int, seed: int) -> tuple[list[bytes], list[bytes]]:
 
 
 class PacedProducer(threading.Thread):
-    """Produce ``messages`` keyed by margin currency, spread evenly over ``seconds``, through one
-    idempotent producer that retries for as long as a broker restart takes (never twice a record)."""
+    """Produce ``messages`` keyed by margin currency, spread evenly over ``seconds`` (or until the
+    deadline ``finish_by`` sets, which a scenario moves as it learns how long its steps take), through
+    one idempotent producer that retries for as long as a broker restart takes (never twice a record)."""
 
-    def __init__(self, bootstrap: str, topic: str, messages: list[bytes], seconds: float, chunk: int = 250):
+    def __init__(
+        self, bootstrap: str, topic: str, messages: list[bytes], seconds: float, chunk: int = 250
+    ) -> None:
         super().__init__(daemon=True)
         self.bootstrap, self.topic, self.seconds, self.chunk = bootstrap, topic, seconds, chunk
         self.keyed = keyed_by_currency(messages)
         self.error: BaseException | None = None
+        self.sent = 0  # messages acknowledged by the broker
+        self._deadline: float | None = None
+
+    def finish_by(self, deadline: float) -> None:
+        """Spread what is left evenly until ``deadline`` (``time.monotonic()``)."""
+        self._deadline = deadline
+
+    @property
+    def flowing(self) -> bool:
+        """Whether input is still being produced (some of it not sent yet)."""
+        return self.is_alive() and self.sent < len(self.keyed) and self.error is None
 
     def run(self) -> None:
+        if self._deadline is None:
+            self._deadline = time.monotonic() + self.seconds
         try:
             asyncio.run(self._produce())
         except BaseException as error:  # reported by the scenario
@@ -98,12 +120,16 @@ class PacedProducer(threading.Thread):
         await producer.start()
         try:
             chunks = [self.keyed[i : i + self.chunk] for i in range(0, len(self.keyed), self.chunk)]
-            pause = self.seconds / max(len(chunks), 1)
-            for chunk in chunks:
+            for index, chunk in enumerate(chunks):
                 started = time.monotonic()
                 sent = [await producer.send(self.topic, value=value, key=key) for key, value in chunk]
                 await asyncio.gather(*sent)
-                await asyncio.sleep(max(0.0, pause - (time.monotonic() - started)))
+                self.sent += len(chunk)
+                left = len(chunks) - index - 1
+                if left:
+                    assert self._deadline is not None
+                    pause = max(0.0, self._deadline - started) / (left + 1)
+                    await asyncio.sleep(max(0.0, pause - (time.monotonic() - started)))
         finally:
             await producer.stop()
 
