@@ -146,14 +146,17 @@ def kill_scenario(
     kills: int = 10,
     seed: int = 1,
     partitions: int = 4,
-    busy_share: float = 0.6,
+    busy_share: float = 0.5,
+    startup_share: float = 0.25,
     pause: tuple[float, float] = (0.2, 8.0),
     say: Say = _quiet,
 ) -> Tally:
     """Stream ``fills`` while SIGKILLing the worker ``kills`` times, restarting it (same WORKER_ID) each
-    time. A ``busy_share`` of the kills wait until the new incarnation is healthy and has taken input,
-    then land up to a second later, mid-stream; the others land a random ``pause`` after the start,
-    during start-up, recovery or batches alike."""
+    time. Each kill is aimed at random: mid-stream (``busy_share``: once the new incarnation is healthy
+    and has taken input, up to a second later), at start-up (``startup_share``: between a quarter of
+    and the median time the incarnations so far took to take input, so while joining, claiming,
+    restoring or in the first batches), or at any moment (a random ``pause`` after the start). Whether
+    it did land while the worker was processing is measured, not assumed: see ``_stop_moment``."""
     started = time.monotonic()
     rng = random.Random(seed)
     tally = Tally("kill -9")
@@ -165,13 +168,22 @@ def kill_scenario(
     )
     producer.start()
     cycles: list[float] = []
+    readiness: list[float] = []  # seconds from a start to the first input taken
     for n in range(kills):
         worker = RunningWorker(config, "w1")
-        if rng.random() < busy_share:
+        draw = rng.random()
+        if draw < busy_share:
             aimed = "mid-stream"
-            if _wait_taking_input(worker, producer, timeout=120) is None and producer.flowing:
+            ready = _wait_taking_input(worker, producer, timeout=120)
+            if ready is not None:
+                readiness.append(ready)
+            elif producer.flowing:
                 tally.problems.append(f"incarnation {n + 1} took no input within 120 s:\n{worker.log()}")
             wait = BUSY_WINDOW_SECONDS + rng.uniform(0.0, 1.0)
+        elif draw < busy_share + startup_share:
+            aimed = "start-up"
+            typical = sorted(readiness)[len(readiness) // 2] if readiness else 2.0
+            wait = rng.uniform(0.25 * typical, typical)  # past the interpreter's own start
         else:
             aimed = "any moment"
             wait = rng.uniform(*pause)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import ssl
 from collections.abc import Iterable
@@ -156,11 +157,21 @@ async def prepare_topics(settings: Settings) -> int:
 
 
 async def partition_counts(settings: Settings, topics: Iterable[str]) -> dict[str, int]:
-    """The partition count of each of ``topics`` (which must exist)."""
+    """The partition count of each of ``topics`` (0 for one that does not exist).
+
+    A topic created a moment ago can be described with no partitions until its metadata has
+    propagated: ask again for a few seconds before believing a 0.
+    """
+    wanted = list(topics)
     admin = AIOKafkaAdminClient(**client_options(settings))
     await admin.start()
     try:
-        described = await admin.describe_topics(list(topics))
-        return {topic["topic"]: len(topic["partitions"]) for topic in described}
+        for _ in range(50):
+            described = await admin.describe_topics(wanted)
+            counts = {topic["topic"]: len(topic["partitions"]) for topic in described}
+            if all(counts.get(topic, 0) > 0 for topic in wanted):
+                break
+            await asyncio.sleep(0.1)
+        return counts
     finally:
         await admin.close()

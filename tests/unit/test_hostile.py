@@ -1,4 +1,4 @@
-"""The hostile stream of ``soak.hostile``, without a broker: it is deterministic, it holds every kind
+"""The hostile stream of ``testkit.hostile``, without a broker: it is deterministic, it holds every kind
 of message the issue lists, and the file pipeline gives each message exactly the outcome the stream
 says it must (so the integration test and the soak check the worker against true expectations)."""
 
