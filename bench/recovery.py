@@ -123,6 +123,7 @@ async def run(bootstrap: str, suffix: str, count: int, partitions: int, scratch:
                     complete_at = time.monotonic()
             await asyncio.sleep(1.0)
             memory = worker.memory()
+            samples = await worker.metrics(session)
     finally:
         worker.stop()
 
@@ -145,6 +146,10 @@ async def run(bootstrap: str, suffix: str, count: int, partitions: int, scratch:
         ("restarted worker peak RSS (VmHWM), recovered", f"{peak_mib:.0f} MiB",
          f"<= {RSS_TARGET_MIB} MiB ({store} store): {at_most(peak_mib, RSS_TARGET_MIB)}"),
         ("restarted worker RSS now (VmRSS)", f"{memory['VmRSS'] / MIB:.0f} MiB", ""),
+        ("  of which: claim (fence + restore) in the worker",
+         f"{samples.get('insurance_fund_last_claim_seconds', float('nan')):.2f} s", ""),
+        ("  fills restored into the duplicate windows",
+         f"{samples.get('insurance_fund_last_claim_restored_fills', 0):,.0f}", ""),
     ]  # fmt: skip
     for name, value, target in rows:
         print(f"{name:<50}{value:>14}   {target}")

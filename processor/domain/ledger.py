@@ -6,8 +6,9 @@ same two pieces of state in changelog-backed tables and calls the same ``apply``
 
 from __future__ import annotations
 
-from collections import deque
+from array import array
 from collections.abc import Callable, Iterator, Mapping, MutableMapping
+from decimal import Decimal
 from heapq import heappop, heappush
 
 from processor.domain.events import LiquidationFill
@@ -16,12 +17,110 @@ from processor.domain.state import FundPolicy, FundRules, FundState
 
 DEFAULT_DUPLICATE_WINDOW_MS = 7 * 24 * 3600 * 1000
 
-_TIMESTAMP = LiquidationFill._fields.index("timestamp")
-_as_fill = LiquidationFill._make
+_SEPARATOR = "\x1f"
+_SEPARATOR_BYTE = b"\x1f"
+_COMPACT_AFTER = 1 << 16
 
-#: Where a duplicate window keeps its fills (fill_id -> the fill as a plain tuple): a dict by default;
-#: the streaming worker can put large windows on disk instead (``processor.stream.tables``).
-FillStore = MutableMapping[str, tuple[object, ...]]
+#: Where a duplicate window keeps its fills (fill_id -> the packed fill): a dict by default; the
+#: streaming worker can put large windows on disk instead (``processor.stream.tables``).
+FillStore = MutableMapping[bytes, bytes]
+
+
+def pack_text(
+    timestamp: str,
+    fund: str,
+    side: str,
+    contract_type: str,
+    contract_size: str,
+    bankruptcy_price: str,
+    fill_price: str,
+    quantity: str,
+    unfilled_quantity: str,
+    fee: str,
+    version: str,
+    liquidation_id: str,
+    symbol: str,
+) -> bytes:
+    """A remembered fill's fields (but its id) as one compact bytes object.
+
+    Every field but the last two is free of the separator (numbers, enums, fund ids); the two
+    free-form strings go last, the first one's length in front, so any text survives.
+    """
+    return _SEPARATOR.join(
+        (
+            timestamp,
+            fund,
+            side,
+            contract_type,
+            contract_size,
+            bankruptcy_price,
+            fill_price,
+            quantity,
+            unfilled_quantity,
+            fee,
+            version,
+            str(len(liquidation_id)),
+            liquidation_id + symbol,
+        )
+    ).encode()
+
+
+def pack_fill(fill: LiquidationFill) -> bytes:
+    return pack_text(
+        str(fill.timestamp),
+        fill.margin_currency,
+        fill.side,
+        fill.contract_type,
+        str(fill.contract_size),
+        str(fill.bankruptcy_price),
+        str(fill.fill_price),
+        str(fill.quantity),
+        str(fill.unfilled_quantity),
+        str(fill.fee),
+        str(fill.version),
+        fill.liquidation_id,
+        fill.symbol,
+    )
+
+
+def unpack_fill(fill_id: str, packed: bytes) -> LiquidationFill:
+    """The fill ``pack_fill`` packed: equal to it field by field (decimals keep their exponent)."""
+    (
+        timestamp,
+        fund,
+        side,
+        contract_type,
+        contract_size,
+        bankruptcy_price,
+        fill_price,
+        quantity,
+        unfilled_quantity,
+        fee,
+        version,
+        length,
+        rest,
+    ) = packed.decode().split(_SEPARATOR, 12)
+    cut = int(length)
+    return LiquidationFill(
+        fill_id,
+        rest[:cut],
+        rest[cut:],
+        fund,
+        side,  # type: ignore[arg-type]
+        contract_type,  # type: ignore[arg-type]
+        Decimal(contract_size),
+        Decimal(bankruptcy_price),
+        Decimal(fill_price),
+        Decimal(quantity),
+        Decimal(unfilled_quantity),
+        Decimal(fee),
+        int(timestamp),
+        int(version),
+    )
+
+
+def _packed_timestamp(packed: bytes) -> int:
+    return int(packed[: packed.index(_SEPARATOR_BYTE)])
 
 
 class DuplicateWindow:
@@ -32,68 +131,87 @@ class DuplicateWindow:
     of fills applied, so a worker that restores its window from the table after a restart remembers
     exactly what an uninterrupted run does.
 
-    Fills are kept as plain tuples: the garbage collector untracks a plain tuple of strings, numbers
-    and decimals, but never a ``NamedTuple``, and a week of fills would otherwise make every full
-    collection walk millions of objects.
+    Memory is the window's cost (a week of a busy fund is millions of fills), so a fill is kept
+    packed into one bytes object (``pack_fill``, ~120 B instead of ~500 B for a tuple of decimals)
+    and unpacked only when its id comes again; expiry order is an array of timestamps and a list of
+    ids, consumed from a moving head.
     """
 
-    __slots__ = ("_expiry_ids", "_expiry_timestamps", "_fills", "_late", "newest_timestamp", "window_ms")
+    __slots__ = (
+        "_expiry_head",
+        "_expiry_ids",
+        "_expiry_timestamps",
+        "_fills",
+        "_late",
+        "newest_timestamp",
+        "window_ms",
+    )
 
     def __init__(self, window_ms: int = DEFAULT_DUPLICATE_WINDOW_MS, fills: FillStore | None = None) -> None:
         self.window_ms = window_ms
         self._fills: FillStore = {} if fills is None else fills
-        # Fills in timestamp order as they usually arrive: two deques rather than one of pairs, so
-        # remembering a fill allocates nothing the window has to keep.
-        self._expiry_timestamps: deque[int] = deque()
-        self._expiry_ids: deque[str] = deque()
+        # Fills in timestamp order as they usually arrive, from ``_expiry_head`` on.
+        self._expiry_timestamps = array("q")
+        self._expiry_ids: list[bytes] = []
+        self._expiry_head = 0
         # Fills older than the last one queued above: a heap, so they are forgotten on time too.
-        self._late: list[tuple[int, str]] = []
+        self._late: list[tuple[int, bytes]] = []
         self.newest_timestamp = -1
 
     def __len__(self) -> int:
         return len(self._fills)
 
     def __iter__(self) -> Iterator[LiquidationFill]:
-        return map(_as_fill, self._fills.values())
+        return (unpack_fill(fill_id.decode(), packed) for fill_id, packed in self._fills.items())
 
     def clear(self) -> None:
         """Forget every fill (the fund moved to another worker)."""
         self._fills.clear()
-        self._expiry_timestamps.clear()
-        self._expiry_ids.clear()
+        self._expiry_timestamps = array("q")
+        self._expiry_ids = []
+        self._expiry_head = 0
         self._late.clear()
 
     def get(self, fill_id: str) -> LiquidationFill | None:
-        remembered = self._fills.get(fill_id)
-        return _as_fill(remembered) if remembered is not None else None
+        packed = self._fills.get(fill_id.encode())
+        return unpack_fill(fill_id, packed) if packed is not None else None
 
     def remember(self, fill: LiquidationFill) -> None:
-        timestamp = fill.timestamp
-        fill_id = fill.fill_id
-        self._fills[fill_id] = fill[:]  # slicing a NamedTuple gives a plain tuple
+        self.remember_packed(fill.fill_id, fill.timestamp, pack_fill(fill))
+
+    def remember_packed(self, fill_id: str, timestamp: int, packed: bytes) -> None:
+        """Remember a fill already packed (restoring from the changelog packs without decimals)."""
+        key = fill_id.encode()  # as bytes: 16 B less than a str, for every fill of the window
+        self._fills[key] = packed
         timestamps = self._expiry_timestamps
-        if not timestamps or timestamp >= timestamps[-1]:
+        if len(timestamps) == self._expiry_head or timestamp >= timestamps[-1]:
             timestamps.append(timestamp)
-            self._expiry_ids.append(fill_id)
+            self._expiry_ids.append(key)
         else:
-            heappush(self._late, (timestamp, fill_id))
+            heappush(self._late, (timestamp, key))
         if timestamp > self.newest_timestamp:
             self.newest_timestamp = timestamp
             horizon = timestamp - self.window_ms
-            if timestamps[0] < horizon or (self._late and self._late[0][0] < horizon):
+            if timestamps[self._expiry_head] < horizon or (self._late and self._late[0][0] < horizon):
                 self._forget_before(horizon)
 
     def _forget_before(self, horizon: int) -> None:
         timestamps, ids, late = self._expiry_timestamps, self._expiry_ids, self._late
-        while timestamps and timestamps[0] < horizon:
-            timestamps.popleft()
-            self._forget(ids.popleft(), horizon)
+        head, end = self._expiry_head, len(timestamps)
+        while head < end and timestamps[head] < horizon:
+            self._forget(ids[head], horizon)
+            head += 1
+        if head > _COMPACT_AFTER and 2 * head > end:
+            del timestamps[:head]
+            del ids[:head]
+            head = 0
+        self._expiry_head = head
         while late and late[0][0] < horizon:
             self._forget(heappop(late)[1], horizon)
 
-    def _forget(self, fill_id: str, horizon: int) -> None:
-        remembered = self._fills.get(fill_id)
-        if remembered is not None and remembered[_TIMESTAMP] < horizon:  # type: ignore[operator]
+    def _forget(self, fill_id: bytes, horizon: int) -> None:
+        packed = self._fills.get(fill_id)
+        if packed is not None and _packed_timestamp(packed) < horizon:
             del self._fills[fill_id]
 
 

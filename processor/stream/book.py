@@ -14,12 +14,15 @@ from dataclasses import dataclass, field
 
 from processor import codec
 from processor.codec import FundRecord
-from processor.domain.ledger import Ledger
+from processor.domain.ledger import Ledger, pack_text
 from processor.domain.state import FundState
 
 SEGMENT_SEPARATOR = b"/"
 TAIL_KEY = b"~"  # written by the faust-based worker (v1) to every changelog partition; ignored
 FUNDS, SEEN = "funds", "seen"
+#: Fills per segment record: a row is at most ~700 bytes (ids of 128 characters, 18-place decimals),
+#: so a segment stays below the broker's 1 MB default message size.
+SEGMENT_FILLS = 1000
 Write = tuple[str, bytes, bytes | None]  # table, key, value (None deletes)
 
 
@@ -40,31 +43,17 @@ class FundBook:
         self._open: dict[str, _OpenFund] = {}
 
     def restore(self, partition: int, funds: Mapping[bytes, bytes], seen: Mapping[bytes, bytes]) -> int:
-        """Load partition ``partition``'s funds from its restored table records; return how many fills
-        the duplicate windows now remember."""
-        remembered = 0
-        segments_by_fund: dict[str, list[bytes]] = {}
-        for key in seen:
-            prefix, separator, suffix = key.partition(SEGMENT_SEPARATOR)
-            if separator and suffix != TAIL_KEY:
-                segments_by_fund.setdefault(prefix.decode(), []).append(key)
-        for key, raw in funds.items():
-            if key == TAIL_KEY or not raw:
-                continue
-            record = codec.decode_fund_record(raw)
-            name = record.state.fund
-            self.ledger.funds[name] = record.state
-            window = self.ledger.open_window(name)
-            fund = self._open[name] = _OpenFund(partition, record.applied_offsets)
-            for segment in sorted(segments_by_fund.get(name, ())):
-                fills = codec.decode_fill_segment(name, seen[segment])
-                if not fills:
-                    continue
-                for fill in fills:
-                    window.remember(fill)
-                fund.segments[segment] = max(fill.timestamp for fill in fills)
-            remembered += len(window)
-        return remembered
+        """Load partition ``partition``'s funds from its tables as mappings (segments in key order)."""
+        restoring = self.restoring(partition)
+        for key in sorted(seen):
+            restoring.record(SEEN, key, seen[key])
+        for key, value in funds.items():
+            restoring.record(FUNDS, key, value)
+        return restoring.finish()
+
+    def restoring(self, partition: int) -> Restoring:
+        """Restore partition ``partition`` record by record, in changelog order."""
+        return Restoring(self, partition)
 
     def release(self, partition: int) -> None:
         """Forget the funds of a partition this worker no longer owns."""
@@ -93,13 +82,14 @@ class FundBook:
                     highest[source] = max(offset, highest.get(source, -1))
         return highest
 
-    def flush(self, partition: int, offsets: Mapping[str, int]) -> list[Write]:
-        """The table writes of every fund of ``partition`` the batch touched; ``offsets`` are the
-        last offsets the batch read from each source of ``partition``."""
+    def flush(self, partition: int, offsets: Mapping[str, int]) -> tuple[list[Write], list[FundState]]:
+        """The table writes of every fund of ``partition`` the batch touched, and their states;
+        ``offsets`` are the last offsets the batch read from each source of ``partition``."""
         journal = self.ledger.journal
         if not journal:
-            return []
+            return [], []
         writes: list[Write] = []
+        states: list[FundState] = []
         for name in [name for name in journal if self.home(name) == partition]:
             applied = journal.pop(name)
             fund = self._open.get(name)
@@ -108,14 +98,16 @@ class FundBook:
             fund.applied_offsets.update(offsets)
             writes += self._expire(name, fund)
             state = self.ledger.funds[name]
-            if applied:
-                first_sequence = state.sequence - len(applied) + 1
-                key = name.encode() + SEGMENT_SEPARATOR + b"%012d" % first_sequence
-                writes.append((SEEN, key, codec.encode_fill_segment(applied)))
-                fund.segments[key] = max(fill.timestamp for fill in applied)
+            first_sequence = state.sequence - len(applied) + 1
+            for start in range(0, len(applied), SEGMENT_FILLS):  # each record well below 1 MB
+                chunk = applied[start : start + SEGMENT_FILLS]
+                key = name.encode() + SEGMENT_SEPARATOR + b"%012d" % (first_sequence + start)
+                writes.append((SEEN, key, codec.encode_fill_segment(chunk)))
+                fund.segments[key] = max(fill.timestamp for fill in chunk)
             record = FundRecord(state, dict(fund.applied_offsets))
             writes.append((FUNDS, name.encode(), codec.encode_fund_record(record)))
-        return writes
+            states.append(state)
+        return writes, states
 
     def _expire(self, name: str, fund: _OpenFund) -> Iterable[Write]:
         """Tombstones for the segments the window has forgotten."""
@@ -127,3 +119,98 @@ class FundBook:
         for key in expired:
             del fund.segments[key]
         return [(SEEN, key, None) for key in expired]
+
+
+class Restoring:
+    """One partition's restore, fed the changelogs' records in order (``FundBook.restoring``).
+
+    Segments are folded into the duplicate windows as they arrive, so the restore never holds the
+    partition's raw records: a tombstone needs no undoing, because a segment is deleted only once
+    all its fills are older than the window, and the window, seeing the same newer fills, forgets
+    them by itself.
+    """
+
+    def __init__(self, book: FundBook, partition: int) -> None:
+        self.book = book
+        self.partition = partition
+        self.funds: dict[bytes, bytes | None] = {}
+        self.segments: dict[str, dict[bytes, int]] = {}
+
+    def record(self, table: str, key: bytes, value: bytes | None) -> None:
+        if table == FUNDS:
+            self.funds[key] = value
+            return
+        prefix, separator, suffix = key.partition(SEGMENT_SEPARATOR)
+        if not separator or suffix == TAIL_KEY:
+            return
+        name = prefix.decode()
+        segments = self.segments.get(name)
+        if segments is None:
+            segments = self.segments[name] = {}
+        if value is None:
+            segments.pop(key, None)
+            return
+        rows = codec.loads(value)
+        if not rows:
+            return
+        ledger = self.book.ledger
+        window = ledger.windows.get(name) or ledger.open_window(name)
+        remember = window.remember_packed
+        newest = -1
+        for (
+            fill_id,
+            liquidation_id,
+            symbol,
+            side,
+            contract_type,
+            size,
+            bankruptcy,
+            price,
+            quantity,
+            unfilled,
+            fee,
+            timestamp,
+        ) in rows:
+            remember(
+                fill_id,
+                timestamp,
+                pack_text(
+                    str(timestamp),
+                    name,
+                    side,
+                    contract_type,
+                    size,
+                    bankruptcy,
+                    price,
+                    quantity,
+                    unfilled,
+                    fee,
+                    "1",
+                    liquidation_id,
+                    symbol,
+                ),
+            )
+            newest = max(newest, timestamp)
+        segments[key] = newest
+
+    def finish(self) -> int:
+        """Install the restored funds; return how many fills their windows remember."""
+        book, ledger = self.book, self.book.ledger
+        remembered = 0
+        names = set()
+        for key, raw in self.funds.items():
+            if key == TAIL_KEY or not raw:
+                continue
+            record = codec.decode_fund_record(raw)
+            name = record.state.fund
+            names.add(name)
+            ledger.funds[name] = record.state
+            window = ledger.windows.get(name) or ledger.open_window(name)
+            fund = book._open[name] = _OpenFund(self.partition, record.applied_offsets)
+            fund.segments = self.segments.get(name, {})
+            remembered += len(window)
+        for name in set(self.segments) - names:  # segments of a fund without a record: none to keep
+            orphan = ledger.windows.pop(name, None)
+            if orphan is not None:
+                orphan.clear()
+        return remembered

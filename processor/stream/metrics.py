@@ -156,6 +156,16 @@ class Metrics:
         self.owned_partitions = Gauge(
             "insurance_fund_owned_partitions", "Input partitions this worker owns now.", registry=registry
         )
+        self.claim_seconds = Gauge(
+            "insurance_fund_last_claim_seconds",
+            "How long the last claim of new partitions took (fencing plus restoring their tables).",
+            registry=registry,
+        )
+        self.restored_fills = Gauge(
+            "insurance_fund_last_claim_restored_fills",
+            "Fills the duplicate windows remembered after the last claim of new partitions.",
+            registry=registry,
+        )
         fund_collector: Collector = _FundCollector(funds, lag)
         registry.register(fund_collector)
 

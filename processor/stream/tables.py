@@ -10,9 +10,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import pickle
 import shutil
-from collections.abc import Callable, Iterable, Iterator, Mapping, MutableMapping
+from collections.abc import AsyncIterator, Callable, Iterable, Iterator, Mapping, MutableMapping
 from pathlib import Path
 from typing import Any
 
@@ -21,7 +20,6 @@ from rocksdict import Options, Rdict
 
 log = logging.getLogger(__name__)
 
-Records = dict[bytes, bytes]
 RESTORE_TIMEOUT_SECONDS = 120.0
 
 
@@ -39,8 +37,9 @@ class ChangelogReader:
                 enable_auto_commit=False,
                 isolation_level="read_committed",
                 auto_offset_reset="earliest",
-                max_partition_fetch_bytes=8 << 20,
-                fetch_max_bytes=64 << 20,
+                # small fetches: what a restore holds beside the windows it builds is its peak memory
+                max_partition_fetch_bytes=2 << 20,
+                fetch_max_bytes=4 << 20,
             )
             await consumer.start()
             self._consumer = consumer
@@ -50,15 +49,17 @@ class ChangelogReader:
             await self._consumer.stop()
             self._consumer = None
 
-    async def read(self, partitions: Iterable[TopicPartition]) -> dict[TopicPartition, Records]:
-        """Every live record of ``partitions`` as of now: the newest value per key, deletions applied."""
+    async def stream(
+        self, partitions: Iterable[TopicPartition]
+    ) -> AsyncIterator[tuple[TopicPartition, list[Any]]]:
+        """The committed records of ``partitions`` from the start to the last stable offset as of now,
+        in batches, each partition in offset order."""
         await self.start()
         consumer = self._consumer
         assert consumer is not None
         wanted = sorted(set(partitions))
-        tables: dict[TopicPartition, Records] = {tp: {} for tp in wanted}
         if not wanted:
-            return tables
+            return
         consumer.assign(wanted)
         try:
             ends = await consumer.end_offsets(wanted)  # read_committed: the last stable offsets
@@ -71,33 +72,22 @@ class ChangelogReader:
             while remaining:
                 if asyncio.get_running_loop().time() > deadline:
                     raise TimeoutError(f"restoring {sorted(map(str, remaining))} took too long")
-                batch = await consumer.getmany(*remaining, timeout_ms=200, max_records=50_000)
+                batch = await consumer.getmany(*remaining, timeout_ms=200, max_records=20_000)
                 for tp, records in batch.items():
-                    table = tables[tp]
                     end = ends[tp]
-                    for record in records:
-                        if record.offset >= end:
-                            break
-                        key = record.key
-                        if key is None:
-                            continue
-                        if record.value is None:
-                            table.pop(key, None)
-                        else:
-                            table[key] = record.value
+                    yield tp, [record for record in records if record.offset < end]
                 for tp in list(remaining):
                     if await consumer.position(tp) >= ends[tp]:
                         remaining.discard(tp)
         finally:
             consumer.assign([])
-        return tables
 
 
-class RocksDBFills(MutableMapping[str, tuple[object, ...]]):
+class RocksDBFills(MutableMapping[bytes, bytes]):
     """One fund's duplicate window fills in a RocksDB database shared by the worker's funds.
 
-    Keys are ``<fund> NUL <fill_id>``; values are pickled plain tuples (strings, ints, Decimals: the
-    database is the worker's own, rebuilt from the changelog at every claim, never read by others).
+    Keys are ``<fund> NUL <fill_id>``, values the packed fills; the database is the worker's own,
+    rebuilt from the changelog at every claim, never read by others.
     """
 
     def __init__(self, db: Rdict, fund: str) -> None:
@@ -105,36 +95,35 @@ class RocksDBFills(MutableMapping[str, tuple[object, ...]]):
         self.prefix = fund.encode() + b"\0"
         self.count = 0
 
-    def __getitem__(self, fill_id: str) -> tuple[object, ...]:
-        raw = self.db.get(self.prefix + fill_id.encode())
+    def __getitem__(self, fill_id: bytes) -> bytes:
+        raw = self.db.get(self.prefix + fill_id)
         if raw is None:
             raise KeyError(fill_id)
-        value: tuple[object, ...] = pickle.loads(raw)
-        return value
+        return bytes(raw)
 
-    def get(self, fill_id: str, default: Any = None) -> Any:
-        raw = self.db.get(self.prefix + fill_id.encode())
-        return default if raw is None else pickle.loads(raw)
+    def get(self, fill_id: bytes, default: Any = None) -> Any:
+        raw = self.db.get(self.prefix + fill_id)
+        return default if raw is None else raw
 
-    def __setitem__(self, fill_id: str, fill: tuple[object, ...]) -> None:
-        key = self.prefix + fill_id.encode()
+    def __setitem__(self, fill_id: bytes, packed: bytes) -> None:
+        key = self.prefix + fill_id
         if self.db.get(key) is None:
             self.count += 1
-        self.db.put(key, pickle.dumps(fill, pickle.HIGHEST_PROTOCOL))
+        self.db.put(key, packed)
 
-    def __delitem__(self, fill_id: str) -> None:
-        key = self.prefix + fill_id.encode()
+    def __delitem__(self, fill_id: bytes) -> None:
+        key = self.prefix + fill_id
         if self.db.get(key) is None:
             raise KeyError(fill_id)
         self.db.delete(key)
         self.count -= 1
 
-    def __iter__(self) -> Iterator[str]:
+    def __iter__(self) -> Iterator[bytes]:
         prefix = self.prefix
         for key in self.db.keys(from_key=prefix):
             if not isinstance(key, bytes) or not key.startswith(prefix):
                 break
-            yield key[len(prefix) :].decode()
+            yield key[len(prefix) :]
 
     def __len__(self) -> int:
         return self.count

@@ -44,6 +44,17 @@ class PartitionWork:
     def empty(self) -> bool:
         return not self.records and not self.offsets
 
+    @property
+    def size(self) -> int:
+        return sum(map(len, self.records.values()))
+
+    def merge(self, later: PartitionWork) -> None:
+        """Append a later batch's work: its records after these, its offsets over these."""
+        for destination, records in later.records.items():
+            self.records.setdefault(destination, []).extend(records)
+        for tp, offset in later.offsets.items():
+            self.offsets[tp] = max(offset, self.offsets.get(tp, 0))
+
 
 class Transactions:
     """The transactional producers of the partitions this worker owns."""

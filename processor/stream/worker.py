@@ -31,6 +31,7 @@ from processor.codec import FillDecoder
 from processor.config import ConfigError, Settings
 from processor.domain.fold import exact_arithmetic
 from processor.domain.ledger import Ledger
+from processor.domain.state import FundState
 from processor.pipeline import Pipeline
 from processor.stream.book import FUNDS, SEEN, FundBook
 from processor.stream.kafka import (
@@ -46,7 +47,7 @@ from processor.stream.metrics import Metrics
 from processor.stream.outbox import Outbox
 from processor.stream.partitioning import home_partition
 from processor.stream.tables import ChangelogReader, fill_store
-from processor.stream.transactions import Transactions
+from processor.stream.transactions import PartitionWork, Transactions
 from processor.stream.view import FundsView
 from processor.stream.web import start_web
 
@@ -96,6 +97,8 @@ class Worker:
         self.generation = 0  # bumped by every assignment change: batches fetched before are dropped
         self.owned: set[int] = set()
         self.positions: dict[TopicPartition, int] = {}  # next offset to process, per assigned partition
+        self.committing: dict[int, asyncio.Future[None]] = {}  # partition -> its commit chain
+        self.waiting: dict[int, tuple[PartitionWork, _Tally]] = {}  # work queued behind that chain
         self.state = "starting"
         self.reason: str | None = "joining the consumer group"
         self.stopping = asyncio.Event()
@@ -182,6 +185,8 @@ class Worker:
         stopping = asyncio.ensure_future(self.stopping.wait())
         try:
             while not self.stopping.is_set():
+                if self.backlog() > batch_size:  # the broker is slower than the fold: let it catch up
+                    await asyncio.wait(list(self.committing.values()), return_when=asyncio.FIRST_COMPLETED)
                 generation = self.generation
                 fetch = asyncio.ensure_future(consumer.getmany(timeout_ms=timeout_ms, max_records=batch_size))
                 await asyncio.wait([fetch, stopping], return_when=asyncio.FIRST_COMPLETED)
@@ -217,6 +222,10 @@ class Worker:
 
     async def _shutdown(self, runner: Any) -> None:
         self.state, self.reason = "stopping", "shutting down"
+        try:
+            await asyncio.wait_for(self.drain(), STOP_GRACE_SECONDS)
+        except Exception as error:
+            log.warning("waiting for the transactions in flight: %r", error)
         if self.consumer is not None:
             try:
                 await asyncio.wait_for(self.consumer.stop(), STOP_GRACE_SECONDS)
@@ -241,6 +250,7 @@ class Worker:
         consumer = self.consumer
         assert consumer is not None
         async with self.lock:
+            await self.drain()
             self.generation += 1
             self.metrics.rebalances.inc()
             tps = sorted(set(assigned))
@@ -255,25 +265,34 @@ class Worker:
             started = time.perf_counter()
             if new:
                 await self.transactions.claim(new)
+                fenced = time.perf_counter()
                 changelog_tps = [
                     TopicPartition(topic, partition)
                     for topic in self.changelogs.values()
                     for partition in new
                 ]
-                restored = await self.reader.read(changelog_tps)
-                remembered = 0
-                for partition in sorted(new):
-                    funds = restored[TopicPartition(self.changelogs[FUNDS], partition)]
-                    seen = restored[TopicPartition(self.changelogs[SEEN], partition)]
-                    remembered += self.book.restore(partition, funds, seen)
+                restoring = {partition: self.book.restoring(partition) for partition in new}
+                tables = {topic: table for table, topic in self.changelogs.items()}
+                async for tp, records in self.reader.stream(changelog_tps):
+                    table, record = tables[tp.topic], restoring[tp.partition].record
+                    for changelog_record in records:
+                        if changelog_record.key is not None:
+                            record(table, changelog_record.key, changelog_record.value)
+                remembered = sum(restoring[partition].finish() for partition in sorted(new))
                 self.owned |= new
                 self.view.update(self.book.states())
+                claimed = time.perf_counter()
+                self.metrics.claim_seconds.set(claimed - started)
+                self.metrics.restored_fills.set(remembered)
                 log.info(
-                    "claimed partitions %s: %d funds, %d fills in the duplicate windows, in %.2f s",
+                    "claimed partitions %s: %d funds, %d fills in the duplicate windows, in %.2f s"
+                    " (fencing %.2f s, restoring %.2f s)",
                     sorted(new),
                     len(self.book.states()),
                     remembered,
-                    time.perf_counter() - started,
+                    claimed - started,
+                    fenced - started,
+                    claimed - fenced,
                 )
             positions, self.positions = self.positions, {}
             for tp in tps:
@@ -304,7 +323,7 @@ class Worker:
     # --- one batch -------------------------------------------------------------------------------------
 
     async def process(self, batch: Mapping[TopicPartition, list[Any]]) -> None:
-        """Fold a batch and commit it: one transaction per partition number it touched."""
+        """Fold a batch and hand each partition's share to that partition's commit chain."""
         started = time.perf_counter()
         pipeline = self.pipeline
         assert pipeline is not None
@@ -312,14 +331,15 @@ class Worker:
         add, process = outbox.add, pipeline.process
         deltas_topic, adl_topic, dlq_topic = settings.deltas_topic, settings.adl_topic, settings.dlq_topic
         repartition = self.repartition_topic
-        rejected: Counter[str] = Counter()
+        tallies: dict[int, _Tally] = {}
         last_offsets: dict[int, dict[str, int]] = {}
-        events = deltas = triggers = forwarded = duplicates = 0
         with exact_arithmetic():
             for tp, records in batch.items():
                 topic, partition = tp.topic, tp.partition
                 if partition not in owned:
                     continue
+                rejected: Counter[str] = Counter()
+                deltas = triggers = forwarded = duplicates = 0
                 for record in records:
                     emitted = process(
                         record.value, record.key, topic, partition, record.offset, record.headers
@@ -346,32 +366,108 @@ class Worker:
                         add(partition, dlq_topic, emitted.dead_letter_key, emitted.dead_letter)
                     else:
                         duplicates += 1
-                events += len(records)
+                tally = tallies.get(partition)
+                if tally is None:
+                    tally = tallies[partition] = _Tally()
+                tally.add(len(records), deltas, triggers, forwarded, duplicates, rejected)
                 last = records[-1].offset
                 outbox.work(partition).offsets[tp] = last + 1
                 last_offsets.setdefault(partition, {})[f"{topic}:{partition}"] = last
             for partition, offsets in last_offsets.items():
-                for table, key, value in self.book.flush(partition, offsets):
+                writes, states = self.book.flush(partition, offsets)
+                for table, key, value in writes:
                     add(partition, self.changelogs[table], key, value, partition)
-        commit_started = time.perf_counter()
-        await self.transactions.commit(outbox.take())
-        finished = time.perf_counter()
-        for tp, records in batch.items():
-            if tp.partition in owned:
-                self.positions[tp] = records[-1].offset + 1
-        self.view.update(self.book.states())
+                tallies[partition].states.update((state.fund, state) for state in states)
+        self.metrics.batch_seconds.observe(time.perf_counter() - started)
+        self.metrics.batch_size.observe(sum(tally.events for tally in tallies.values()))
+        for partition, work in outbox.take().items():
+            self._enqueue(partition, work, tallies[partition])
+
+    def _enqueue(self, partition: int, work: PartitionWork, tally: _Tally) -> None:
+        """Commit ``work`` in ``partition``'s transaction as soon as the one in flight there is done.
+
+        Each partition has at most one transaction in flight and one batch of work waiting (later
+        batches merge into it: group commit), so a partition never waits for another's commit and
+        the next batch is folded while the broker commits the last one. The state ledger runs ahead
+        of what is committed meanwhile; only committed states reach the views, and a failed
+        transaction ends the process, so nothing uncommitted is ever acted on.
+        """
+        waiting = self.waiting.get(partition)
+        if waiting is not None:
+            waiting[0].merge(work)
+            waiting[1].merge(tally)
+            return
+        if partition in self.committing:
+            self.waiting[partition] = (work, tally)
+            return
+        self.committing[partition] = asyncio.ensure_future(self._commit_chain(partition, work, tally))
+
+    async def _commit_chain(self, partition: int, work: PartitionWork, tally: _Tally) -> None:
         metrics = self.metrics
-        metrics.events.inc(events)
-        metrics.deltas.inc(deltas)
-        metrics.adl_triggers.inc(triggers)
-        metrics.forwarded.inc(forwarded)
-        metrics.duplicates.inc(duplicates)
-        for reason, count in rejected.items():
+        try:
+            while True:
+                started = time.perf_counter()
+                await self.transactions.commit({partition: work})
+                metrics.commit_seconds.observe(time.perf_counter() - started)
+                for tp, position in work.offsets.items():
+                    self.positions[tp] = position
+                self.view.update(tally.states.values())
+                tally.publish(metrics)
+                waiting = self.waiting.pop(partition, None)
+                if waiting is None:
+                    break
+                work, tally = waiting
+        except Exception:
+            log.exception("the transaction of partition %d failed", partition)
+            die("a transaction failed")
+        finally:
+            self.committing.pop(partition, None)
+
+    def backlog(self) -> int:
+        """Records waiting for a partition's transaction in flight to finish."""
+        return sum(work.size for work, _ in self.waiting.values())
+
+    async def drain(self) -> None:
+        """Wait until every partition's work so far has committed."""
+        while self.committing:
+            await asyncio.gather(*list(self.committing.values()))
+
+
+class _Tally:
+    """What a partition's transaction commits, for the metrics and views once it has committed."""
+
+    __slots__ = ("adl_triggers", "deltas", "duplicates", "events", "forwarded", "rejected", "states")
+
+    def __init__(self) -> None:
+        self.events = self.deltas = self.adl_triggers = self.forwarded = self.duplicates = 0
+        self.rejected: Counter[str] = Counter()
+        self.states: dict[str, FundState] = {}
+
+    def add(
+        self, events: int, deltas: int, triggers: int, forwarded: int, duplicates: int, rejected: Counter[str]
+    ) -> None:
+        self.events += events
+        self.deltas += deltas
+        self.adl_triggers += triggers
+        self.forwarded += forwarded
+        self.duplicates += duplicates
+        self.rejected.update(rejected)
+
+    def merge(self, other: _Tally) -> None:
+        self.add(
+            other.events, other.deltas, other.adl_triggers, other.forwarded, other.duplicates, other.rejected
+        )
+        self.states.update(other.states)
+
+    def publish(self, metrics: Metrics) -> None:
+        metrics.events.inc(self.events)
+        metrics.deltas.inc(self.deltas)
+        metrics.adl_triggers.inc(self.adl_triggers)
+        metrics.forwarded.inc(self.forwarded)
+        metrics.duplicates.inc(self.duplicates)
+        for reason, count in self.rejected.items():
             metrics.rejected.labels(reason).inc(count)
         metrics.batches.inc()
-        metrics.batch_size.observe(events)
-        metrics.commit_seconds.observe(finished - commit_started)
-        metrics.batch_seconds.observe(finished - started)
 
 
 class _Rebalance(ConsumerRebalanceListener):
@@ -381,7 +477,8 @@ class _Rebalance(ConsumerRebalanceListener):
         self.worker = worker
 
     async def on_partitions_revoked(self, revoked: Any) -> None:
-        async with self.worker.lock:  # the batch in flight has committed
+        async with self.worker.lock:  # the batch in flight has been folded ...
+            await self.worker.drain()  # ... and committed
             self.worker.generation += 1
             self.worker.state, self.worker.reason = "recovering", "rebalancing"
 

@@ -63,7 +63,10 @@ class Tables:
     def flush(self, book: FundBook, offset: int = 0) -> int:
         count = 0
         for partition in (0, 1):
-            writes = book.flush(partition, {SOURCE: offset})
+            writes, states = book.flush(partition, {SOURCE: offset})
+            assert [state.fund for state in states] == [
+                key.decode() for table, key, _ in writes if table == FUNDS
+            ]
             self.commit(partition, writes)
             count += len(writes)
         return count
@@ -200,7 +203,7 @@ def test_applied_offsets_are_the_highest_of_each_source_on_the_partition() -> No
     tables = Tables()
     book = tables.start()
     book.ledger.fold(usdt(1))
-    tables.commit(0, book.flush(0, {SOURCE: 41, "fills-by-fund:0": 3}))
+    tables.commit(0, book.flush(0, {SOURCE: 41, "fills-by-fund:0": 3})[0])
     assert tables.start().applied_offsets(0) == {SOURCE: 41, "fills-by-fund:0": 3}
     assert tables.start().applied_offsets(1) == {}
 

@@ -74,13 +74,20 @@ def single(family: Metric) -> float:
 # --- tests ----------------------------------------------------------------------------------------------
 
 
+WORKER_GAUGES = (
+    "insurance_fund_owned_partitions",
+    "insurance_fund_last_claim_seconds",
+    "insurance_fund_last_claim_restored_fills",
+)
+
+
 def test_a_fresh_worker_renders_every_family() -> None:
     families = scrape(make_metrics())
     assert set(families) == {
         *COUNTERS,
         "insurance_fund_rejected_total",
         *HISTOGRAMS,
-        "insurance_fund_owned_partitions",
+        *WORKER_GAUGES,
         *FUND_GAUGES,
     }
     for name in COUNTERS:
@@ -88,7 +95,7 @@ def test_a_fresh_worker_renders_every_family() -> None:
         assert single(families[name]) == 0
     for name in HISTOGRAMS:
         assert families[name].type == "histogram"
-    for name in (*FUND_GAUGES, "insurance_fund_owned_partitions"):
+    for name in (*FUND_GAUGES, *WORKER_GAUGES):
         assert families[name].type == "gauge"
     for name in FUND_GAUGES:
         assert families[name].samples == []

@@ -18,16 +18,16 @@ def test_rocksdb_fills_store_count_iterate_and_clear(tmp_path: Path) -> None:
     assert store is not None
     try:
         usdt, btc = store("USDT"), store("BTC")
-        usdt["a"] = ("a", 1)
-        usdt["a"] = ("a", 2)
-        usdt["b"] = ("b", 3)
-        btc["a"] = ("x",)
+        usdt[b"a"] = b"a1"
+        usdt[b"a"] = b"a2"
+        usdt[b"b"] = b"b3"
+        btc[b"a"] = b"x"
         assert (len(usdt), len(btc)) == (2, 1)
-        assert usdt["a"] == ("a", 2) and usdt.get("zz") is None and sorted(usdt) == ["a", "b"]
-        del usdt["a"]
-        assert list(usdt) == ["b"] and len(usdt) == 1
+        assert usdt[b"a"] == b"a2" and usdt.get(b"zz") is None and sorted(usdt) == [b"a", b"b"]
+        del usdt[b"a"]
+        assert list(usdt) == [b"b"] and len(usdt) == 1
         usdt.clear()
-        assert list(usdt) == [] and list(btc) == ["a"]
+        assert list(usdt) == [] and list(btc) == [b"a"]
     finally:
         close()
 
