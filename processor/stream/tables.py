@@ -13,10 +13,12 @@ import logging
 import shutil
 from collections.abc import AsyncIterator, Callable, Iterable, Iterator, Mapping, MutableMapping
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
-from rocksdict import Options, Rdict
+
+if TYPE_CHECKING:
+    from rocksdict import Rdict
 
 log = logging.getLogger(__name__)
 
@@ -141,6 +143,8 @@ def fill_store(kind: str, directory: Path) -> tuple[Callable[[str], RocksDBFills
     """
     if kind != "rocksdb":
         return None, lambda: None
+    from rocksdict import Options, Rdict  # ~8 MB of native code: loaded only when asked for
+
     shutil.rmtree(directory, ignore_errors=True)
     directory.mkdir(parents=True, exist_ok=True)
     options = Options(raw_mode=True)
