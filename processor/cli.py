@@ -5,15 +5,16 @@ from __future__ import annotations
 import argparse
 import asyncio
 import gc
-import logging
 import os
 import sys
+import traceback
 from collections.abc import Sequence
 from pathlib import Path
 
 from processor.codec import FillDecoder, SchemaError
-from processor.config import ConfigError, Settings, fund_rules
+from processor.config import ConfigError, InputError, Settings, fund_rules
 from processor.domain.ledger import Ledger
+from processor.logs import configure_logging
 from processor.pipeline import Pipeline
 from processor.replay import OutputFiles, Progress, read_lines, replay_lines, summary_lines
 
@@ -122,9 +123,10 @@ def _replay(settings: Settings, args: argparse.Namespace) -> int:
             )
         else:
             totals = replay_lines(read_lines(args.input), pipeline, outputs, args.input, Progress())
-    except (FileNotFoundError, ValueError) as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 2
+    except OSError as error:
+        if args.topic is not None:
+            raise
+        raise InputError(f"--input {args.input}: {error.strerror or error}") from None
     if not args.quiet:
         for line in summary_lines(pipeline.ledger):
             print(line)
@@ -139,9 +141,6 @@ def _replay(settings: Settings, args: argparse.Namespace) -> int:
 def _worker(settings: Settings) -> int:
     from processor.stream.worker import run_worker
 
-    logging.basicConfig(
-        level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
-    )
     gc.freeze()  # what start-up loaded lives for the whole run; keep the collector off it
     return run_worker(settings)
 
@@ -150,6 +149,8 @@ def _produce(settings: Settings, args: argparse.Namespace) -> int:
     from processor.stream.produce import produce_lines
 
     topic = args.topic or settings.input_topic
+    if args.input != "-":
+        _check_readable(args.input)
     sent = asyncio.run(produce_lines(settings, topic, read_lines(args.input)))
     print(f"produced {sent} messages to {topic}", file=sys.stderr)
     return 0
@@ -166,26 +167,61 @@ def _audit(settings: Settings, args: argparse.Namespace) -> int:
     for finding in report.findings[:20]:
         print(f"  {finding}")
     print(report.verdict())
-    return 0 if report.passed else 1
+    return 0 if report.passed else EXIT_AUDIT_FAILED
+
+
+def _check_readable(path: str) -> None:
+    try:
+        with open(path, "rb"):
+            pass
+    except OSError as error:
+        raise InputError(f"--input {path}: {error.strerror or error}") from None
+
+
+#: Exit codes (the README's "Exit codes"): 0 done, 1 the broker is unreachable or refuses us,
+#: 2 a bad setting or argument, 3 an audit that found a divergence, 70 a batch that failed.
+EXIT_BROKER, EXIT_USAGE, EXIT_AUDIT_FAILED = 1, 2, 3
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    """Run one command; every expected failure ends in one ``error:`` line and its exit code."""
     args = build_parser().parse_args(argv)
+    debug = os.environ.get("LOG_LEVEL", "").lower() == "debug"
     try:
-        settings = Settings.from_env(os.environ)
-        if args.command == "replay":
-            return _replay(_apply_fund_options(settings, args), args)
-        if args.command == "worker":
-            return _worker(_apply_fund_options(settings, args))
-        if args.command == "produce":
-            return _produce(settings, args)
-        if args.command == "audit":
-            return _audit(_apply_fund_options(settings, args), args)
-        if args.command == "demo":
-            from processor.demo import run_demo
+        return _run(args)
+    except (ConfigError, SchemaError, InputError) as error:
+        return _fail(str(error), EXIT_USAGE, debug)
+    except BaseException as error:
+        from processor.stream.connect import describe_broker_error
 
-            return run_demo(settings)
-    except (ConfigError, SchemaError) as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 2
+        described = describe_broker_error(error, os.environ)
+        if described is None:
+            raise
+        return _fail(described, EXIT_BROKER, debug)
+
+
+def _fail(message: str, code: int, debug: bool) -> int:
+    if debug:
+        traceback.print_exc()
+    print(f"error: {message}", file=sys.stderr)
+    return code
+
+
+def _run(args: argparse.Namespace) -> int:
+    settings = Settings.from_env(os.environ)
+    # The worker logs at LOG_LEVEL; a one-shot command stays quiet (warnings only) unless asked.
+    quiet = args.command != "worker" and not os.environ.get("LOG_LEVEL")
+    configure_logging("warning" if quiet else settings.log_level, settings.log_format)
+    if args.command == "replay":
+        return _replay(_apply_fund_options(settings, args), args)
+    if args.command == "worker":
+        return _worker(_apply_fund_options(settings, args))
+    if args.command == "produce":
+        return _produce(settings, args)
+    if args.command == "audit":
+        return _audit(_apply_fund_options(settings, args), args)
+    if args.command == "demo":
+        from processor.demo import run_demo
+
+        return run_demo(settings)
     raise AssertionError(f"unhandled command {args.command}")

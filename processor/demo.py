@@ -20,6 +20,7 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from processor import codec
 from processor.config import Settings
 from processor.simulate import Market, fills
+from processor.stream.connect import wait_for_broker
 from processor.stream.kafka import client_options
 
 CALM_FILLS = 1_500
@@ -130,6 +131,7 @@ def _render(
 
 
 def run_demo(settings: Settings) -> int:
+    asyncio.run(wait_for_broker(settings))  # before starting anything: an error line, not a worker log
     run = time.strftime("%Y%m%d%H%M%S")
     env = _demo_env(settings, run)
     url = f"http://127.0.0.1:{settings.web_port}"

@@ -166,10 +166,15 @@ async def partition_counts(settings: Settings, topics: Iterable[str]) -> dict[st
     admin = AIOKafkaAdminClient(**client_options(settings))
     await admin.start()
     try:
+        existing = set(await admin.list_topics())  # a metadata request could auto-create a typo
+        present = [topic for topic in wanted if topic in existing]
+        counts = dict.fromkeys(wanted, 0)
         for _ in range(50):
-            described = await admin.describe_topics(wanted)
-            counts = {topic["topic"]: len(topic["partitions"]) for topic in described}
-            if all(counts.get(topic, 0) > 0 for topic in wanted):
+            if not present:
+                break
+            described = await admin.describe_topics(present)
+            counts.update({topic["topic"]: len(topic["partitions"]) for topic in described})
+            if all(counts[topic] > 0 for topic in present):
                 break
             await asyncio.sleep(0.1)
         return counts

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections.abc import Iterable
 
 from aiokafka import AIOKafkaProducer
 
 from processor import codec
 from processor.config import Settings
+from processor.stream.connect import wait_for_broker
 from processor.stream.kafka import client_options
 
 
@@ -23,6 +25,7 @@ def key_of(line: bytes) -> bytes | None:
 
 
 async def produce_lines(settings: Settings, topic: str, lines: Iterable[bytes]) -> int:
+    await wait_for_broker(settings, level=logging.INFO)
     producer = AIOKafkaProducer(
         **client_options(settings), enable_idempotence=True, acks="all", linger_ms=10, max_batch_size=1 << 20
     )

@@ -7,6 +7,7 @@ to the end offsets captured when the replay began, so it always terminates.
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from typing import Any
@@ -14,9 +15,10 @@ from typing import Any
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 
 from processor import codec
-from processor.config import Settings
+from processor.config import InputError, Settings
 from processor.pipeline import Emitted, Pipeline
 from processor.replay import OutputFiles, Progress, ReplayTotals, recording
+from processor.stream.connect import wait_for_broker
 from processor.stream.kafka import client_options, partition_counts
 
 
@@ -46,6 +48,7 @@ async def read_topic(
     settings: Settings, topic: str, start: Start, on_total: Callable[[int], None] | None = None
 ) -> AsyncIterator[Message]:
     """Yield the topic's committed records from ``start`` up to the end offsets seen at the start."""
+    await wait_for_broker(settings, level=logging.INFO)
     consumer = AIOKafkaConsumer(
         **client_options(settings),
         enable_auto_commit=False,
@@ -58,7 +61,10 @@ async def read_topic(
         count = (await partition_counts(settings, [topic])).get(topic, 0)
         numbers = list(range(count))
         if not numbers:
-            raise SystemExit(f"topic {topic!r} does not exist")
+            raise InputError(
+                f"topic {topic!r} does not exist on the broker at {settings.bootstrap_servers}; "
+                f"check the name (--topic, INPUT_TOPIC or DELTAS_TOPIC)"
+            )
         partitions = [TopicPartition(topic, number) for number in numbers]
         consumer.assign(partitions)
         ends = await consumer.end_offsets(partitions)

@@ -27,7 +27,7 @@ from aiokafka.errors import ProducerFenced, TransactionalIdAuthorizationFailed
 log = logging.getLogger(__name__)
 
 TRANSACTION_TIMEOUT_MS = 30_000  # an orphaned transaction nobody claims is aborted by the broker after this
-RETRY_FOR_SECONDS = 180.0  # how long a partition's transaction is retried through broker outages
+RETRY_FOR_SECONDS = 60.0  # default of how long a transaction is retried through a broker outage
 Record = tuple[bytes | None, bytes | None, list[tuple[str, bytes]]]  # key, value, headers
 
 
@@ -65,8 +65,12 @@ class Transactions:
         group_id: str,
         client_options: Mapping[str, Any],
         owns: Callable[[int], bool] = lambda partition: True,
+        retry_for_seconds: float = RETRY_FOR_SECONDS,
     ) -> None:
         self.owns = owns
+        self.retry_for_seconds = retry_for_seconds
+        #: partition -> why its transaction is being retried (a broker outage), for ``/health``
+        self.trouble: dict[int, str] = {}
         self.app_id = app_id
         self.group_id = group_id
         self.client_options = dict(client_options)
@@ -133,7 +137,13 @@ class Transactions:
         restart, say) is retried with a new producer while this worker still owns the partition: its
         initialisation aborts the failed transaction, unless that one did commit, which the group's
         committed offsets (moved only by these transactions) then show."""
-        deadline = asyncio.get_running_loop().time() + RETRY_FOR_SECONDS
+        deadline = asyncio.get_running_loop().time() + self.retry_for_seconds
+        try:
+            await self._retrying(partition, work, deadline)
+        finally:
+            self.trouble.pop(partition, None)
+
+    async def _retrying(self, partition: int, work: PartitionWork, deadline: float) -> None:
         while True:
             try:
                 await self._transaction(await self._producer(partition), work)
@@ -146,6 +156,9 @@ class Transactions:
                     raise
                 log.warning(
                     "transaction of partition %d failed (%r); retrying with a new producer", partition, error
+                )
+                self.trouble.setdefault(
+                    partition, f"the transaction of partition {partition} is being retried: {error!r}"
                 )
                 await self.release([partition])
                 await asyncio.sleep(1.0)

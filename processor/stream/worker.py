@@ -34,6 +34,7 @@ from processor.domain.ledger import Ledger
 from processor.domain.state import FundState
 from processor.pipeline import Pipeline
 from processor.stream.book import FUNDS, SEEN, FundBook
+from processor.stream.connect import wait_for_broker
 from processor.stream.kafka import (
     TABLES,
     changelog_topic,
@@ -87,7 +88,9 @@ class Worker:
         )
         self.ledger = Ledger(settings.rules, settings.duplicate_window_ms, store)
         self.book = FundBook(self.ledger, self._home)
-        self.transactions = Transactions(settings.app_id, settings.app_id, self.options, self._owns)
+        self.transactions = Transactions(
+            settings.app_id, settings.app_id, self.options, self._owns, settings.connect_timeout_seconds
+        )
         self.outbox = Outbox(self.transactions)
         self.pipeline: Pipeline | None = None
         self.reader = ChangelogReader(self.options)
@@ -101,12 +104,14 @@ class Worker:
         self.committing: dict[int, asyncio.Future[None]] = {}  # partition -> its commit chain
         self.waiting: dict[int, tuple[PartitionWork, _Tally]] = {}  # work queued behind that chain
         self.state = "starting"
-        self.reason: str | None = "joining the consumer group"
+        self.reason: str | None = "starting"
         self.stopping = asyncio.Event()
 
     # --- what the HTTP views ask ---------------------------------------------------------------------
 
     def health(self) -> tuple[str, str | None]:
+        if self.state == "ok" and self.transactions.trouble:
+            return "recovering", "; ".join(sorted(self.transactions.trouble.values()))
         return ("ok", None) if self.state == "ok" else (self.state, self.reason)
 
     def lag(self) -> dict[str, int]:
@@ -119,6 +124,9 @@ class Worker:
             if stable is not None:
                 lag[f"{tp.topic}:{tp.partition}"] = max(int(stable) - position, 0)
         return lag
+
+    def _waiting_for_broker(self, message: str) -> None:
+        self.reason = message
 
     def _home(self, fund: str) -> int:
         home = self.homes.get(fund)  # murmur2 in Python costs ~3 us: once per fund, not per fill
@@ -147,6 +155,9 @@ class Worker:
                 f" ({error.strerror or error}); is another worker using it?"
             ) from None
         try:
+            self.reason = f"waiting for the broker at {settings.bootstrap_servers}"
+            await wait_for_broker(settings, self._waiting_for_broker)
+            self.reason = "joining the consumer group"
             self.partitions = await prepare_topics(settings)
             outputs = [
                 self.repartition_topic,

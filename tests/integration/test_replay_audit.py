@@ -151,7 +151,7 @@ def test_audit_passes_on_a_healthy_run_and_names_the_tampered_sequence(
             config, "audit", "--deltas-topic", copy, "--initial-balance", INITIAL, monkeypatch=monkeypatch
         )  # fmt: skip
         verdict = capsys.readouterr().out.strip().splitlines()[-1]
-        assert code == 1, verdict
+        assert code == 3, verdict
         assert verdict.startswith(f"FAIL: fund USDT sequence {sequence}:"), verdict
 
 
