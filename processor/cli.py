@@ -209,9 +209,10 @@ def _fail(message: str, code: int, debug: bool) -> int:
 
 def _run(args: argparse.Namespace) -> int:
     settings = Settings.from_env(os.environ)
-    # The worker logs at LOG_LEVEL; a one-shot command stays quiet (warnings only) unless asked.
+    # The worker logs at LOG_LEVEL; a one-shot command prints its outcome (or one error: line) and
+    # logs nothing unless LOG_LEVEL asks for it.
     quiet = args.command != "worker" and not os.environ.get("LOG_LEVEL")
-    configure_logging("warning" if quiet else settings.log_level, settings.log_format)
+    configure_logging("critical" if quiet else settings.log_level, settings.log_format)
     if args.command == "replay":
         return _replay(_apply_fund_options(settings, args), args)
     if args.command == "worker":

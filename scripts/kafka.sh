@@ -8,13 +8,16 @@
 #   scripts/kafka.sh status             exit 0 if running, 1 if not
 #   scripts/kafka.sh tool CLASS|ALIAS [ARGS...]
 #                                       run a Kafka CLI class from the jars; aliases:
-#                                       topics, produce, consume, configs, groups, storage
+#                                       topics, produce, consume, configs, groups, acls, storage
 #
 # Environment:
 #   KAFKA_PORT (9092)  KAFKA_CONTROLLER_PORT (9093)  KAFKA_SASL_PORT (unset = no SASL listener)
 #   KAFKA_HOME_DIR (<repo>/.kafka: properties, data, logs, pid)  KAFKA_START_TIMEOUT (90 s)
 #   KAFKA_VERSION (4.0.2)  KAFKA_HEAP_OPTS (-Xms256m -Xmx1g)  KAFKA_OPTS (extra broker JVM flags)
 #   KAFKA_SASL_USER / KAFKA_SASL_PASSWORD (admin / admin-secret)
+#   KAFKA_ACL_USER / KAFKA_ACL_PASSWORD  turn on ACLs (StandardAuthorizer): the SASL user above and
+#                       the PLAINTEXT listener are super users; this extra PLAIN user has only the
+#                       ACLs granted to it (e.g. with `scripts/kafka.sh tool acls ...`)
 #
 # TLS (off unless a TLS port is set; the PLAINTEXT listener on KAFKA_PORT always stays):
 #   KAFKA_SSL_PORT        SSL listener on 127.0.0.1 (client certificate per KAFKA_SSL_CLIENT_AUTH)
@@ -46,6 +49,8 @@ SASL_USER="${KAFKA_SASL_USER:-admin}"
 SASL_PASSWORD="${KAFKA_SASL_PASSWORD:-admin-secret}"
 SSL_PORT="${KAFKA_SSL_PORT:-}"
 SASL_SSL_PORT="${KAFKA_SASL_SSL_PORT:-}"
+ACL_USER="${KAFKA_ACL_USER:-}"
+ACL_PASSWORD="${KAFKA_ACL_PASSWORD:-}"
 SSL_CLIENT_AUTH="${KAFKA_SSL_CLIENT_AUTH:-none}"
 HEAP_OPTS="${KAFKA_HEAP_OPTS:--Xms256m -Xmx1g}"
 
@@ -212,9 +217,18 @@ EOF
   if ((${#sasl_listeners[@]})); then
     echo "sasl.enabled.mechanisms=PLAIN,SCRAM-SHA-256,SCRAM-SHA-512" >>"$PROPS"
   fi
+  local acl_entry=""
+  if [[ -n "$ACL_USER" ]]; then
+    acl_entry=" user_$ACL_USER=\"$ACL_PASSWORD\""
+    cat >>"$PROPS" <<EOF
+authorizer.class.name=org.apache.kafka.metadata.authorizer.StandardAuthorizer
+super.users=User:ANONYMOUS;User:$SASL_USER
+allow.everyone.if.no.acl.found=false
+EOF
+  fi
   for name in "${sasl_listeners[@]}"; do
     cat >>"$PROPS" <<EOF
-listener.name.$name.plain.sasl.jaas.config=org.apache.kafka.common.security.plain.PlainLoginModule required username="$SASL_USER" password="$SASL_PASSWORD" user_$SASL_USER="$SASL_PASSWORD";
+listener.name.$name.plain.sasl.jaas.config=org.apache.kafka.common.security.plain.PlainLoginModule required username="$SASL_USER" password="$SASL_PASSWORD" user_$SASL_USER="$SASL_PASSWORD"$acl_entry;
 listener.name.$name.scram-sha-256.sasl.jaas.config=org.apache.kafka.common.security.scram.ScramLoginModule required;
 listener.name.$name.scram-sha-512.sasl.jaas.config=org.apache.kafka.common.security.scram.ScramLoginModule required;
 EOF
@@ -409,6 +423,7 @@ cmd_tool() {
     consume) cls=org.apache.kafka.tools.consumer.ConsoleConsumer ;;
     configs) cls=kafka.admin.ConfigCommand ;;
     groups) cls=org.apache.kafka.tools.consumer.group.ConsumerGroupCommand ;;
+    acls) cls=org.apache.kafka.tools.AclCommand ;;
     storage) cls=kafka.tools.StorageTool ;;
   esac
   need_java

@@ -7,10 +7,11 @@ import logging
 from collections.abc import Iterable
 
 from aiokafka import AIOKafkaProducer
+from aiokafka.errors import ClusterAuthorizationFailedError, TopicAuthorizationFailedError
 
 from processor import codec
 from processor.config import Settings
-from processor.stream.connect import wait_for_broker
+from processor.stream.connect import BrokerRefusedError, wait_for_broker
 from processor.stream.kafka import client_options
 
 
@@ -29,9 +30,9 @@ async def produce_lines(settings: Settings, topic: str, lines: Iterable[bytes]) 
     producer = AIOKafkaProducer(
         **client_options(settings), enable_idempotence=True, acks="all", linger_ms=10, max_batch_size=1 << 20
     )
-    await producer.start()
     sent = 0
     try:
+        await producer.start()
         pending = []
         for line in lines:
             pending.append(await producer.send(topic, value=line, key=key_of(line)))
@@ -40,6 +41,13 @@ async def produce_lines(settings: Settings, topic: str, lines: Iterable[bytes]) 
                 await asyncio.gather(*pending)
                 pending.clear()
         await asyncio.gather(*pending)
+    except (TopicAuthorizationFailedError, ClusterAuthorizationFailedError):
+        user = settings.security.sasl_username
+        who = f"the credentials of {user!r} (KAFKA_SASL_USERNAME)" if user else "this client"
+        raise BrokerRefusedError(
+            f"the broker at {settings.bootstrap_servers} does not allow {who} to write topic {topic!r} "
+            f"(topic ACL): grant WRITE on it"
+        ) from None
     finally:
         await producer.stop()
     return sent

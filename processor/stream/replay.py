@@ -62,8 +62,9 @@ async def read_topic(
         numbers = list(range(count))
         if not numbers:
             raise InputError(
-                f"topic {topic!r} does not exist on the broker at {settings.bootstrap_servers}; "
-                f"check the name (--topic, INPUT_TOPIC or DELTAS_TOPIC)"
+                f"topic {topic!r} does not exist on the broker at {settings.bootstrap_servers}, or "
+                f"the credentials may not describe it (ACL); check the name (--topic, INPUT_TOPIC or "
+                f"DELTAS_TOPIC)"
             )
         partitions = [TopicPartition(topic, number) for number in numbers]
         consumer.assign(partitions)
