@@ -12,7 +12,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from processor.codec import FillDecoder, SchemaError
-from processor.config import ConfigError, InputError, Settings, fund_rules
+from processor.config import ConfigError, InputError, Settings, duplicate_window, fund_rules
 from processor.domain.ledger import Ledger
 from processor.logs import configure_logging
 from processor.pipeline import Pipeline
@@ -26,7 +26,7 @@ def _add_fund_options(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--default-floor", help="floor of every fund not listed (default 0)")
     group.add_argument("--floor", help="per-currency floors, e.g. USDT=1000")
     group.add_argument("--initial-balance", help="per-currency initial balances, e.g. USDT=1000000")
-    group.add_argument("--duplicate-window-ms", type=int, help="event-time window of duplicate detection")
+    group.add_argument("--duplicate-window-ms", help="event-time window of duplicate detection")
 
 
 def _apply_fund_options(settings: Settings, args: argparse.Namespace) -> Settings:
@@ -39,7 +39,9 @@ def _apply_fund_options(settings: Settings, args: argparse.Namespace) -> Setting
         initial_balances=args.initial_balance or env.get("FUND_INITIAL_BALANCES", ""),
     )
     window = (
-        args.duplicate_window_ms if args.duplicate_window_ms is not None else settings.duplicate_window_ms
+        duplicate_window(args.duplicate_window_ms, "--duplicate-window-ms")
+        if args.duplicate_window_ms is not None
+        else settings.duplicate_window_ms
     )
     return settings.replace(rules=rules, duplicate_window_ms=window)
 

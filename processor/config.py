@@ -19,10 +19,26 @@ class ConfigError(ValueError):
     """A setting that cannot be used; the message names the variable."""
 
 
+class InputError(ValueError):
+    """A command-line argument that cannot be used (a file, a topic); the message names it."""
+
+
 CURRENCY = re.compile(r"[A-Z0-9]{2,16}")
 SECURITY_PROTOCOLS = ("PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL")
 SASL_MECHANISMS = ("PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512")
 LOG_LEVELS = ("debug", "info", "warning", "error", "critical")
+LOG_FORMATS = ("text", "json")
+
+#: Bounds of the numeric settings (the README's configuration table states each).
+MAX_PRECISION = 18  # SPEC section 2: inputs have at most 18 digits after the point
+MAX_AMOUNT = Decimal(10) ** 15  # SPEC section 2: no amount beyond 10^15
+MAX_TIMESTAMP_MS = 2**63 - 1  # the input schema's largest event time
+MAX_PARTITIONS = 10_000
+MAX_REPLICATION_FACTOR = 32
+MAX_BATCH_SIZE = 100_000
+MAX_BATCH_SECONDS = 60.0
+MAX_CONNECT_TIMEOUT_SECONDS = 3600.0
+MAX_PORT = 65535
 
 
 def _currency_map(variable: str, text: str) -> dict[str, str]:
@@ -46,29 +62,43 @@ def _choice(variable: str, text: str, choices: tuple[str, ...]) -> str:
     return text
 
 
-def _seconds(variable: str, text: str) -> float:
-    number = _decimal(variable, text)
-    if number <= 0:
-        raise ConfigError(f"{variable}: must be > 0, got {text}")
-    return float(number)
+def _seconds(variable: str, text: str, maximum: float) -> float:
+    """A duration in seconds, in (0, maximum]; checked as the float the settings hold."""
+    seconds = float(_decimal(variable, text))
+    if not 0 < seconds <= maximum:
+        raise ConfigError(f"{variable}: must be > 0 and <= {maximum:g}, got {text}")
+    return seconds
 
 
-def _decimal(variable: str, text: str) -> Decimal:
+def _decimal(variable: str, text: str, subject: str = "") -> Decimal:
     number = decimal_or_none(text)
     if number is None:
-        raise ConfigError(f"{variable}: {text!r} is not a finite decimal")
+        raise ConfigError(f"{variable}: {subject}{text!r} is not a finite decimal")
     return number
 
 
-def _integer(variable: str, text: str, minimum: int = 0, maximum: int | None = None) -> int:
+def _money(variable: str, text: str, subject: str = "") -> Decimal:
+    """An amount of a fund's currency: finite, not negative, and within SPEC section 2's bound."""
+    amount = _decimal(variable, text, subject)
+    if not 0 <= amount <= MAX_AMOUNT:
+        raise ConfigError(f"{variable}: {subject}must be in [0, 10^15], got {text}")
+    return amount
+
+
+def _integer(variable: str, text: str, minimum: int, maximum: int, subject: str = "") -> int:
+    """An integer in [minimum, maximum]; ``subject`` names the entry of a per-currency list."""
     try:
         number = int(text)
     except ValueError:
-        raise ConfigError(f"{variable}: {text!r} is not an integer") from None
-    if number < minimum or (maximum is not None and number > maximum):
-        bounds = f">= {minimum}" if maximum is None else f"in [{minimum}, {maximum}]"
-        raise ConfigError(f"{variable}: must be {bounds}, got {number}")
+        raise ConfigError(f"{variable}: {subject}{text!r} is not an integer") from None
+    if not minimum <= number <= maximum:
+        raise ConfigError(f"{variable}: {subject}must be in [{minimum}, {maximum}], got {number}")
     return number
+
+
+def duplicate_window(text: str, variable: str = "DUPLICATE_WINDOW_MS") -> int:
+    """The event-time window of duplicate detection: at least 1 ms, at most the largest event time."""
+    return _integer(variable, text, 1, MAX_TIMESTAMP_MS)
 
 
 WORKER_ID = re.compile(r"[A-Za-z0-9._-]{1,200}")
@@ -90,23 +120,25 @@ def fund_rules(
     floors: str = "",
     initial_balances: str = "",
 ) -> FundRules:
-    """Build the per-currency fund rules from their textual settings."""
-    places = {
-        currency: _integer("FUND_PRECISION", value)
-        for currency, value in _currency_map("FUND_PRECISION", precision).items()
-    }
+    """Build the per-currency fund rules from their textual settings (the ``FUND_*`` variables, or
+    the same flags of ``replay``, ``audit`` and ``worker``), each checked against its bounds."""
     return FundRules(
         default_precision=(
-            _integer("FUND_DEFAULT_PRECISION", default_precision) if default_precision else DEFAULT_PRECISION
+            _integer("FUND_DEFAULT_PRECISION", default_precision, 0, MAX_PRECISION)
+            if default_precision
+            else DEFAULT_PRECISION
         ),
-        precision=places,
-        default_floor=_decimal("FUND_DEFAULT_FLOOR", default_floor) if default_floor else Decimal(0),
+        precision={
+            currency: _integer("FUND_PRECISION", value, 0, MAX_PRECISION, f"{currency} ")
+            for currency, value in _currency_map("FUND_PRECISION", precision).items()
+        },
+        default_floor=_money("FUND_DEFAULT_FLOOR", default_floor) if default_floor else Decimal(0),
         floor={
-            currency: _decimal("FUND_FLOORS", value)
+            currency: _money("FUND_FLOORS", value, f"{currency} ")
             for currency, value in _currency_map("FUND_FLOORS", floors).items()
         },
         initial_balance={
-            currency: _decimal("FUND_INITIAL_BALANCES", value)
+            currency: _money("FUND_INITIAL_BALANCES", value, f"{currency} ")
             for currency, value in _currency_map("FUND_INITIAL_BALANCES", initial_balances).items()
         },
     )
@@ -168,6 +200,8 @@ class Settings:
     duplicate_window_ms: int = DEFAULT_DUPLICATE_WINDOW_MS
     security: KafkaSecurity = field(default_factory=KafkaSecurity)
     log_level: str = "info"
+    log_format: str = "text"
+    connect_timeout_seconds: float = 60.0
 
     def member_id(self, host: str) -> str:
         """The ``group.instance.id``: ``WORKER_ID``, else ``<host>-<WEB_PORT>``, stable across restarts
@@ -196,19 +230,26 @@ class Settings:
             deltas_topic=env.get("DELTAS_TOPIC", defaults.deltas_topic),
             adl_topic=env.get("ADL_TOPIC", defaults.adl_topic),
             dlq_topic=env.get("DLQ_TOPIC", defaults.dlq_topic),
-            partitions=_integer("TOPIC_PARTITIONS", env.get("TOPIC_PARTITIONS", str(defaults.partitions)), 1),
+            partitions=_integer(
+                "TOPIC_PARTITIONS", env.get("TOPIC_PARTITIONS", str(defaults.partitions)), 1, MAX_PARTITIONS
+            ),
             replication_factor=_integer(
                 "TOPIC_REPLICATION_FACTOR",
                 env.get("TOPIC_REPLICATION_FACTOR", str(defaults.replication_factor)),
                 1,
+                MAX_REPLICATION_FACTOR,
             ),
             worker_id=_worker_id(env.get("WORKER_ID")),
             store=store,
             data_dir=Path(env.get("DATA_DIR", str(defaults.data_dir))),
             web_host=env.get("WEB_HOST", defaults.web_host),
-            web_port=_integer("WEB_PORT", env.get("WEB_PORT", str(defaults.web_port)), 0, 65535),
-            batch_size=_integer("BATCH_SIZE", env.get("BATCH_SIZE", str(defaults.batch_size)), 1, 100_000),
-            batch_seconds=_seconds("BATCH_SECONDS", env.get("BATCH_SECONDS", str(defaults.batch_seconds))),
+            web_port=_integer("WEB_PORT", env.get("WEB_PORT", str(defaults.web_port)), 0, MAX_PORT),
+            batch_size=_integer(
+                "BATCH_SIZE", env.get("BATCH_SIZE", str(defaults.batch_size)), 1, MAX_BATCH_SIZE
+            ),
+            batch_seconds=_seconds(
+                "BATCH_SECONDS", env.get("BATCH_SECONDS", str(defaults.batch_seconds)), MAX_BATCH_SECONDS
+            ),
             rules=fund_rules(
                 default_precision=env.get("FUND_DEFAULT_PRECISION"),
                 precision=env.get("FUND_PRECISION", ""),
@@ -216,8 +257,8 @@ class Settings:
                 floors=env.get("FUND_FLOORS", ""),
                 initial_balances=env.get("FUND_INITIAL_BALANCES", ""),
             ),
-            duplicate_window_ms=_integer(
-                "DUPLICATE_WINDOW_MS", env.get("DUPLICATE_WINDOW_MS", str(defaults.duplicate_window_ms))
+            duplicate_window_ms=duplicate_window(
+                env.get("DUPLICATE_WINDOW_MS", str(defaults.duplicate_window_ms))
             ),
             security=KafkaSecurity(
                 protocol=_choice(
@@ -238,4 +279,10 @@ class Settings:
                 ssl_password=env.get("KAFKA_SSL_PASSWORD"),
             ),
             log_level=_choice("LOG_LEVEL", env.get("LOG_LEVEL", defaults.log_level).lower(), LOG_LEVELS),
+            log_format=_choice("LOG_FORMAT", env.get("LOG_FORMAT", defaults.log_format).lower(), LOG_FORMATS),
+            connect_timeout_seconds=_seconds(
+                "KAFKA_CONNECT_TIMEOUT_SECONDS",
+                env.get("KAFKA_CONNECT_TIMEOUT_SECONDS", f"{defaults.connect_timeout_seconds:g}"),
+                MAX_CONNECT_TIMEOUT_SECONDS,
+            ),
         )

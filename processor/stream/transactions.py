@@ -155,7 +155,10 @@ class Transactions:
                 if asyncio.get_running_loop().time() > deadline or not self.owns(partition):
                     raise
                 log.warning(
-                    "transaction of partition %d failed (%r); retrying with a new producer", partition, error
+                    "transaction of partition %d failed (%r); retrying with a new producer",
+                    partition,
+                    error,
+                    extra={"partition": partition},
                 )
                 self.trouble.setdefault(
                     partition, f"the transaction of partition {partition} is being retried: {error!r}"
@@ -168,7 +171,12 @@ class Transactions:
                         self.commits += 1
                         return
                 except Exception as again:
-                    log.warning("partition %d: broker not back yet (%r)", partition, again)
+                    log.warning(
+                        "partition %d: broker not back yet (%r)",
+                        partition,
+                        again,
+                        extra={"partition": partition},
+                    )
                     await self.release([partition])
 
     async def _transaction(self, producer: AIOKafkaProducer, work: PartitionWork) -> None:

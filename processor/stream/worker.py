@@ -435,7 +435,7 @@ class Worker:
                     break
                 work, tally = waiting
         except Exception:
-            log.exception("the transaction of partition %d failed", partition)
+            log.exception("the transaction of partition %d failed", partition, extra={"partition": partition})
             die("a transaction failed")
         finally:
             self.committing.pop(partition, None)

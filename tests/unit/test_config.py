@@ -10,7 +10,9 @@ import pprint
 import shutil
 import ssl
 import subprocess
+from collections.abc import Callable
 from decimal import Decimal
+from operator import attrgetter
 from pathlib import Path
 from typing import Any
 
@@ -22,7 +24,8 @@ from aiokafka.protocol.admin import (
     SaslAuthenticateResponse_v1,
 )
 
-from processor.config import ConfigError, KafkaSecurity, Secret, Settings
+from processor.cli import main
+from processor.config import ConfigError, KafkaSecurity, Secret, Settings, duplicate_window, fund_rules
 from processor.domain.ledger import DEFAULT_DUPLICATE_WINDOW_MS
 from processor.domain.state import FundRules
 from processor.stream.kafka import client_options
@@ -63,6 +66,8 @@ FULL_ENVIRONMENT = {
     "KAFKA_SSL_KEYFILE": "/etc/kafka/client.key",
     "KAFKA_SSL_PASSWORD": SSL_PASSWORD,
     "LOG_LEVEL": "debug",
+    "LOG_FORMAT": "json",
+    "KAFKA_CONNECT_TIMEOUT_SECONDS": "15",
 }
 
 #: Variables the faust-based worker read and the aiokafka one does not.
@@ -95,6 +100,8 @@ def test_defaults() -> None:
     assert settings.security == KafkaSecurity()
     assert settings.security.protocol == "PLAINTEXT"
     assert settings.log_level == "info"
+    assert settings.log_format == "text"
+    assert settings.connect_timeout_seconds == 60.0
 
 
 def test_every_variable_is_read() -> None:
@@ -133,6 +140,8 @@ def test_every_variable_is_read() -> None:
             ssl_password=SSL_PASSWORD,
         ),
         log_level="debug",
+        log_format="json",
+        connect_timeout_seconds=15.0,
     )
 
 
@@ -224,6 +233,14 @@ def test_from_env_reads_only_the_mapping_it_is_given(monkeypatch: pytest.MonkeyP
         ("KAFKA_SASL_MECHANISM", "scram-sha-256"),
         ("LOG_LEVEL", "verbose"),
         ("FUND_FLOORS", "usdt=100"),
+        ("LOG_FORMAT", "xml"),
+        ("LOG_FORMAT", "logfmt"),
+        ("KAFKA_CONNECT_TIMEOUT_SECONDS", "soon"),
+        ("KAFKA_CONNECT_TIMEOUT_SECONDS", "NaN"),
+        ("KAFKA_CONNECT_TIMEOUT_SECONDS", "-1"),
+        ("FUND_PRECISION", "BTC=19"),
+        ("FUND_FLOORS", "USDT=-1"),
+        ("FUND_INITIAL_BALANCES", "USDT=2e15"),
     ],
 )
 def test_bad_value_raises_config_error_naming_the_variable(variable: str, value: str) -> None:
@@ -240,6 +257,265 @@ def test_batch_size_bounds_are_inclusive(value: str, expected: int) -> None:
 def test_batch_size_error_states_the_range() -> None:
     with pytest.raises(ConfigError, match=r"^BATCH_SIZE: must be in \[1, 100000\], got 100001$"):
         Settings.from_env({"BATCH_SIZE": "100001"})
+
+
+# --- bounds of the numeric settings (the README's configuration table) -------------------------------------
+
+MAX_INT64 = 2**63 - 1
+
+#: Each numeric variable at its bounds and just inside them, with the setting it becomes.
+WITHIN_BOUNDS: list[tuple[str, str, Callable[[Settings], object], object]] = [
+    ("TOPIC_PARTITIONS", "1", attrgetter("partitions"), 1),
+    ("TOPIC_PARTITIONS", "2", attrgetter("partitions"), 2),
+    ("TOPIC_PARTITIONS", "9999", attrgetter("partitions"), 9999),
+    ("TOPIC_PARTITIONS", "10000", attrgetter("partitions"), 10_000),
+    ("TOPIC_REPLICATION_FACTOR", "1", attrgetter("replication_factor"), 1),
+    ("TOPIC_REPLICATION_FACTOR", "2", attrgetter("replication_factor"), 2),
+    ("TOPIC_REPLICATION_FACTOR", "31", attrgetter("replication_factor"), 31),
+    ("TOPIC_REPLICATION_FACTOR", "32", attrgetter("replication_factor"), 32),
+    ("WEB_PORT", "0", attrgetter("web_port"), 0),
+    ("WEB_PORT", "1", attrgetter("web_port"), 1),
+    ("WEB_PORT", "65534", attrgetter("web_port"), 65534),
+    ("WEB_PORT", "65535", attrgetter("web_port"), 65535),
+    ("BATCH_SIZE", "1", attrgetter("batch_size"), 1),
+    ("BATCH_SIZE", "2", attrgetter("batch_size"), 2),
+    ("BATCH_SIZE", "99999", attrgetter("batch_size"), 99_999),
+    ("BATCH_SIZE", "100000", attrgetter("batch_size"), 100_000),
+    ("BATCH_SECONDS", "0.000001", attrgetter("batch_seconds"), 0.000001),
+    ("BATCH_SECONDS", "59.999", attrgetter("batch_seconds"), 59.999),
+    ("BATCH_SECONDS", "60", attrgetter("batch_seconds"), 60.0),
+    ("KAFKA_CONNECT_TIMEOUT_SECONDS", "0.001", attrgetter("connect_timeout_seconds"), 0.001),
+    ("KAFKA_CONNECT_TIMEOUT_SECONDS", "1", attrgetter("connect_timeout_seconds"), 1.0),
+    ("KAFKA_CONNECT_TIMEOUT_SECONDS", "3599.999", attrgetter("connect_timeout_seconds"), 3599.999),
+    ("KAFKA_CONNECT_TIMEOUT_SECONDS", "3600", attrgetter("connect_timeout_seconds"), 3600.0),
+    ("DUPLICATE_WINDOW_MS", "1", attrgetter("duplicate_window_ms"), 1),
+    ("DUPLICATE_WINDOW_MS", "2", attrgetter("duplicate_window_ms"), 2),
+    ("DUPLICATE_WINDOW_MS", str(MAX_INT64 - 1), attrgetter("duplicate_window_ms"), MAX_INT64 - 1),
+    ("DUPLICATE_WINDOW_MS", str(MAX_INT64), attrgetter("duplicate_window_ms"), MAX_INT64),
+    ("FUND_DEFAULT_PRECISION", "0", attrgetter("rules.default_precision"), 0),
+    ("FUND_DEFAULT_PRECISION", "1", attrgetter("rules.default_precision"), 1),
+    ("FUND_DEFAULT_PRECISION", "17", attrgetter("rules.default_precision"), 17),
+    ("FUND_DEFAULT_PRECISION", "18", attrgetter("rules.default_precision"), 18),
+    ("FUND_PRECISION", "BTC=0", attrgetter("rules.precision"), {"BTC": 0}),
+    ("FUND_PRECISION", "BTC=1", attrgetter("rules.precision"), {"BTC": 1}),
+    ("FUND_PRECISION", "BTC=17,ETH=18", attrgetter("rules.precision"), {"BTC": 17, "ETH": 18}),
+    ("FUND_DEFAULT_FLOOR", "0", attrgetter("rules.default_floor"), D(0)),
+    ("FUND_DEFAULT_FLOOR", "-0", attrgetter("rules.default_floor"), D(0)),
+    ("FUND_DEFAULT_FLOOR", "0.000000000000000001", attrgetter("rules.default_floor"), D("1e-18")),
+    ("FUND_DEFAULT_FLOOR", "999999999999999.99", attrgetter("rules.default_floor"), D("999999999999999.99")),
+    ("FUND_DEFAULT_FLOOR", "1000000000000000", attrgetter("rules.default_floor"), D(10**15)),
+    ("FUND_DEFAULT_FLOOR", "1e15", attrgetter("rules.default_floor"), D(10**15)),
+    ("FUND_FLOORS", "USDT=0,BTC=1000000000000000", attrgetter("rules.floor"), {"USDT": 0, "BTC": D(10**15)}),
+    (
+        "FUND_FLOORS",
+        "USDT=0.01,BTC=999999999999999.99",
+        attrgetter("rules.floor"),
+        {
+            "USDT": D("0.01"),
+            "BTC": D("999999999999999.99"),
+        },
+    ),
+    (
+        "FUND_INITIAL_BALANCES",
+        "USDT=0,BTC=1E+15",
+        attrgetter("rules.initial_balance"),
+        {
+            "USDT": 0,
+            "BTC": D(10**15),
+        },
+    ),
+    (
+        "FUND_INITIAL_BALANCES",
+        "USDT=0.00000001,BTC=999999999999999",
+        attrgetter("rules.initial_balance"),
+        {
+            "USDT": D("1e-8"),
+            "BTC": D(10**15 - 1),
+        },
+    ),
+]
+
+
+@pytest.mark.parametrize(("variable", "value", "setting", "expected"), WITHIN_BOUNDS)
+def test_values_at_and_just_inside_the_bounds_are_accepted(
+    variable: str, value: str, setting: Callable[[Settings], object], expected: object
+) -> None:
+    assert setting(Settings.from_env({variable: value})) == expected
+
+
+#: Each numeric variable just outside its bounds, with the whole message: variable, bound and value.
+OUTSIDE_BOUNDS = [
+    ("TOPIC_PARTITIONS", "0", "TOPIC_PARTITIONS: must be in [1, 10000], got 0"),
+    ("TOPIC_PARTITIONS", "10001", "TOPIC_PARTITIONS: must be in [1, 10000], got 10001"),
+    ("TOPIC_REPLICATION_FACTOR", "0", "TOPIC_REPLICATION_FACTOR: must be in [1, 32], got 0"),
+    ("TOPIC_REPLICATION_FACTOR", "33", "TOPIC_REPLICATION_FACTOR: must be in [1, 32], got 33"),
+    ("WEB_PORT", "-1", "WEB_PORT: must be in [0, 65535], got -1"),
+    ("WEB_PORT", "65536", "WEB_PORT: must be in [0, 65535], got 65536"),
+    ("BATCH_SIZE", "0", "BATCH_SIZE: must be in [1, 100000], got 0"),
+    ("BATCH_SIZE", "100001", "BATCH_SIZE: must be in [1, 100000], got 100001"),
+    ("BATCH_SECONDS", "0", "BATCH_SECONDS: must be > 0 and <= 60, got 0"),
+    ("BATCH_SECONDS", "-0.000001", "BATCH_SECONDS: must be > 0 and <= 60, got -0.000001"),
+    ("BATCH_SECONDS", "1e-400", "BATCH_SECONDS: must be > 0 and <= 60, got 1e-400"),  # 0.0 as a float
+    ("BATCH_SECONDS", "60.001", "BATCH_SECONDS: must be > 0 and <= 60, got 60.001"),
+    ("BATCH_SECONDS", "1e400", "BATCH_SECONDS: must be > 0 and <= 60, got 1e400"),  # inf as a float
+    ("KAFKA_CONNECT_TIMEOUT_SECONDS", "0", "KAFKA_CONNECT_TIMEOUT_SECONDS: must be > 0 and <= 3600, got 0"),
+    (
+        "KAFKA_CONNECT_TIMEOUT_SECONDS",
+        "3600.001",
+        "KAFKA_CONNECT_TIMEOUT_SECONDS: must be > 0 and <= 3600, got 3600.001",
+    ),
+    ("DUPLICATE_WINDOW_MS", "0", f"DUPLICATE_WINDOW_MS: must be in [1, {MAX_INT64}], got 0"),
+    ("DUPLICATE_WINDOW_MS", "-1", f"DUPLICATE_WINDOW_MS: must be in [1, {MAX_INT64}], got -1"),
+    (
+        "DUPLICATE_WINDOW_MS",
+        str(MAX_INT64 + 1),
+        f"DUPLICATE_WINDOW_MS: must be in [1, {MAX_INT64}], got {MAX_INT64 + 1}",
+    ),
+    ("FUND_DEFAULT_PRECISION", "-1", "FUND_DEFAULT_PRECISION: must be in [0, 18], got -1"),
+    ("FUND_DEFAULT_PRECISION", "19", "FUND_DEFAULT_PRECISION: must be in [0, 18], got 19"),
+    ("FUND_PRECISION", "BTC=-1", "FUND_PRECISION: BTC must be in [0, 18], got -1"),
+    ("FUND_PRECISION", "BTC=10,ETH=19", "FUND_PRECISION: ETH must be in [0, 18], got 19"),
+    (
+        "FUND_DEFAULT_FLOOR",
+        "-0.000000000000000001",
+        "FUND_DEFAULT_FLOOR: must be in [0, 10^15], got -0.000000000000000001",
+    ),
+    ("FUND_DEFAULT_FLOOR", "-1", "FUND_DEFAULT_FLOOR: must be in [0, 10^15], got -1"),
+    (
+        "FUND_DEFAULT_FLOOR",
+        "1000000000000000.000000000000000001",
+        "FUND_DEFAULT_FLOOR: must be in [0, 10^15], got 1000000000000000.000000000000000001",
+    ),
+    ("FUND_DEFAULT_FLOOR", "1e16", "FUND_DEFAULT_FLOOR: must be in [0, 10^15], got 1e16"),
+    ("FUND_FLOORS", "USDT=-0.01", "FUND_FLOORS: USDT must be in [0, 10^15], got -0.01"),
+    (
+        "FUND_FLOORS",
+        "USDT=0,BTC=1000000000000001",
+        "FUND_FLOORS: BTC must be in [0, 10^15], got 1000000000000001",
+    ),
+    (
+        "FUND_INITIAL_BALANCES",
+        "USDT=-0.00000001",
+        "FUND_INITIAL_BALANCES: USDT must be in [0, 10^15], got -0.00000001",
+    ),
+    (
+        "FUND_INITIAL_BALANCES",
+        "BTC=1.000001E+15",
+        "FUND_INITIAL_BALANCES: BTC must be in [0, 10^15], got 1.000001E+15",
+    ),
+]
+
+
+@pytest.mark.parametrize(("variable", "value", "message"), OUTSIDE_BOUNDS)
+def test_values_just_outside_the_bounds_are_config_errors_naming_variable_bound_and_value(
+    variable: str, value: str, message: str
+) -> None:
+    with pytest.raises(ConfigError) as raised:
+        Settings.from_env({variable: value})
+    assert str(raised.value) == message
+
+
+def test_every_numeric_variable_has_its_bounds_tested() -> None:
+    numeric = {
+        "TOPIC_PARTITIONS",
+        "TOPIC_REPLICATION_FACTOR",
+        "WEB_PORT",
+        "BATCH_SIZE",
+        "BATCH_SECONDS",
+        "KAFKA_CONNECT_TIMEOUT_SECONDS",
+        "DUPLICATE_WINDOW_MS",
+        "FUND_DEFAULT_PRECISION",
+        "FUND_PRECISION",
+        "FUND_DEFAULT_FLOOR",
+        "FUND_FLOORS",
+        "FUND_INITIAL_BALANCES",
+    }
+    assert {case[0] for case in WITHIN_BOUNDS} == {case[0] for case in OUTSIDE_BOUNDS} == numeric
+
+
+@pytest.mark.parametrize(
+    ("arguments", "message"),
+    [
+        ({"default_precision": "19"}, "FUND_DEFAULT_PRECISION: must be in [0, 18], got 19"),
+        ({"precision": "BTC=-1"}, "FUND_PRECISION: BTC must be in [0, 18], got -1"),
+        ({"default_floor": "-5"}, "FUND_DEFAULT_FLOOR: must be in [0, 10^15], got -5"),
+        ({"floors": "USDT=2e15"}, "FUND_FLOORS: USDT must be in [0, 10^15], got 2e15"),
+        ({"initial_balances": "USDT=-1"}, "FUND_INITIAL_BALANCES: USDT must be in [0, 10^15], got -1"),
+        (
+            {"initial_balances": "USDT=Infinity"},
+            "FUND_INITIAL_BALANCES: USDT 'Infinity' is not a finite decimal",
+        ),
+    ],
+)
+def test_fund_rules_checks_the_bounds_for_the_command_line_flags_too(
+    arguments: dict[str, str], message: str
+) -> None:
+    """``--default-precision``, ``--precision``, ``--default-floor``, ``--floor`` and
+    ``--initial-balance`` of ``replay``, ``audit`` and ``worker`` go through ``fund_rules``."""
+    with pytest.raises(ConfigError) as raised:
+        fund_rules(**arguments)
+    assert str(raised.value) == message
+
+
+@pytest.mark.parametrize("command", ["replay", "worker", "audit"])
+@pytest.mark.parametrize(
+    ("flag", "value", "message"),
+    [
+        ("--default-precision", "19", "FUND_DEFAULT_PRECISION: must be in [0, 18], got 19"),
+        ("--precision", "BTC=-1", "FUND_PRECISION: BTC must be in [0, 18], got -1"),
+        ("--default-floor", "-5", "FUND_DEFAULT_FLOOR: must be in [0, 10^15], got -5"),
+        ("--floor", "USDT=2e15", "FUND_FLOORS: USDT must be in [0, 10^15], got 2e15"),
+        ("--initial-balance", "USDT=-1", "FUND_INITIAL_BALANCES: USDT must be in [0, 10^15], got -1"),
+    ],
+)
+def test_fund_rule_flags_out_of_bounds_stop_the_command_before_it_starts(
+    command: str,
+    flag: str,
+    value: str,
+    message: str,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    for variable in FULL_ENVIRONMENT:
+        monkeypatch.delenv(variable, raising=False)
+    monkeypatch.setenv("KAFKA_BOOTSTRAP_SERVERS", "127.0.0.1:1")  # never reached
+    root = logging.getLogger()
+    handlers, level = list(root.handlers), root.level
+    arguments = [command, f"{flag}={value}"]
+    if command == "replay":
+        (tmp_path / "fills.jsonl").write_bytes(b"")
+        arguments += ["--input", str(tmp_path / "fills.jsonl")]
+    try:
+        assert main(arguments) == 2
+    finally:
+        for handler in set(root.handlers) - set(handlers):
+            root.removeHandler(handler)
+        root.setLevel(level)
+    assert capsys.readouterr().err.splitlines()[-1] == f"error: {message}"
+
+
+def test_duplicate_window_names_the_variable_or_flag_it_is_given() -> None:
+    assert duplicate_window("86400000") == 86_400_000
+    with pytest.raises(ConfigError, match=rf"^--duplicate-window-ms: must be in \[1, {MAX_INT64}\], got 0$"):
+        duplicate_window("0", "--duplicate-window-ms")
+
+
+@pytest.mark.parametrize(("value", "expected"), [("text", "text"), ("json", "json"), ("JSON", "json")])
+def test_log_format(value: str, expected: str) -> None:
+    assert Settings.from_env({"LOG_FORMAT": value}).log_format == expected
+
+
+def test_log_format_error_names_the_choices() -> None:
+    with pytest.raises(ConfigError, match=r"^LOG_FORMAT: expected one of text, json, got 'xml'$"):
+        Settings.from_env({"LOG_FORMAT": "xml"})
+
+
+def test_connect_timeout_default_and_value() -> None:
+    assert Settings.from_env({}).connect_timeout_seconds == 60.0
+    assert Settings.from_env({"KAFKA_CONNECT_TIMEOUT_SECONDS": "2.5"}).connect_timeout_seconds == 2.5
+    with pytest.raises(ConfigError, match=r"^KAFKA_CONNECT_TIMEOUT_SECONDS: 'soon' is not a finite decimal$"):
+        Settings.from_env({"KAFKA_CONNECT_TIMEOUT_SECONDS": "soon"})
 
 
 @pytest.mark.parametrize(
