@@ -193,6 +193,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         return _run(args)
     except (ConfigError, SchemaError, InputError) as error:
         return _fail(str(error), EXIT_USAGE, debug)
+    except SystemExit as exit_:
+        if isinstance(exit_.code, str):  # a command that gave up with a reason (the demo's worker)
+            return _fail(exit_.code, EXIT_BROKER, debug)
+        raise
     except BaseException as error:
         from processor.stream.connect import describe_broker_error
 
