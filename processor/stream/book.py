@@ -23,6 +23,7 @@ FUNDS, SEEN = "funds", "seen"
 #: Fills per segment record: a row is at most ~700 bytes (ids of 128 characters, 18-place decimals),
 #: so a segment stays below the broker's 1 MB default message size.
 SEGMENT_FILLS = 1000
+ACCEPTED_VERSION = "1"  # segments hold applied fills only, and only version 1 is accepted
 Write = tuple[str, bytes, bytes | None]  # table, key, value (None deletes)
 
 
@@ -50,6 +51,10 @@ class FundBook:
         for key, value in funds.items():
             restoring.record(FUNDS, key, value)
         return restoring.finish()
+
+    def adopt(self, name: str, fund: _OpenFund) -> None:
+        """Own fund ``name`` (restored from its partition's tables)."""
+        self._open[name] = fund
 
     def restoring(self, partition: int) -> Restoring:
         """Restore partition ``partition`` record by record, in changelog order."""
@@ -185,7 +190,7 @@ class Restoring:
                     quantity,
                     unfilled,
                     fee,
-                    "1",
+                    ACCEPTED_VERSION,
                     liquidation_id,
                     symbol,
                 ),
@@ -206,8 +211,7 @@ class Restoring:
             names.add(name)
             ledger.funds[name] = record.state
             window = ledger.windows.get(name) or ledger.open_window(name)
-            fund = book._open[name] = _OpenFund(self.partition, record.applied_offsets)
-            fund.segments = self.segments.get(name, {})
+            book.adopt(name, _OpenFund(self.partition, record.applied_offsets, self.segments.get(name, {})))
             remembered += len(window)
         for name in set(self.segments) - names:  # segments of a fund without a record: none to keep
             orphan = ledger.windows.pop(name, None)

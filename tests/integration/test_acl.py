@@ -7,9 +7,7 @@ listener is a super user (it sets up topics and grants), the ACL user has only w
 from __future__ import annotations
 
 import asyncio
-import os
 import subprocess
-import sys
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -17,6 +15,7 @@ from pathlib import Path
 import pytest
 
 from testkit.broker import ROOT, JarBroker, create_topics, free_port, produce, unique
+from testkit.cli import assert_one_error_line, run_cli
 
 ACL_USER, ACL_PASSWORD = "reader", "reader-secret"
 
@@ -65,26 +64,6 @@ def acl_broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[AclBroker]:
         broker.down(purge=True)
 
 
-def command(environment: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "processor", *args],
-        cwd=ROOT,
-        env={**os.environ, **environment},
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
-    )
-
-
-def assert_error(result: subprocess.CompletedProcess[str], code: int, *names: str) -> None:
-    lines = result.stderr.strip().splitlines()
-    assert result.returncode == code, result.stderr
-    assert len(lines) == 1 and lines[0].startswith("error: "), result.stderr
-    for name in names:
-        assert name in lines[0], lines[0]
-
-
 @pytest.fixture
 def topic(acl_broker: AclBroker) -> str:
     name = unique("acl-fills")
@@ -98,13 +77,13 @@ def test_writing_a_topic_the_credentials_may_not_write(
 ) -> None:
     fills = tmp_path / "fills.jsonl"
     fills.write_bytes(b'{"margin_currency": "USDT"}\n')
-    result = command(acl_broker.environment(), "produce", "--input", str(fills), "--topic", topic)
-    assert_error(result, 1, "KAFKA_SASL_USERNAME", "ACL", topic)
+    result = run_cli("produce", "--input", str(fills), "--topic", topic, env=acl_broker.environment())
+    assert_one_error_line(result, 1, "KAFKA_SASL_USERNAME", "ACL", topic)
 
 
 def test_reading_a_topic_the_credentials_may_not_read(acl_broker: AclBroker, topic: str) -> None:
-    result = command(acl_broker.environment(), "replay", "--topic", topic)  # not even allowed to see it
-    assert_error(result, 2, topic, "may not describe")
+    result = run_cli("replay", "--topic", topic, env=acl_broker.environment())  # not even allowed to see it
+    assert_one_error_line(result, 2, topic, "may not describe")
     acl_broker.grant("Describe", topic)
-    result = command(acl_broker.environment(), "replay", "--topic", topic)
-    assert_error(result, 1, "KAFKA_SASL_USERNAME", "ACL", topic)
+    result = run_cli("replay", "--topic", topic, env=acl_broker.environment())
+    assert_one_error_line(result, 1, "KAFKA_SASL_USERNAME", "ACL", topic)

@@ -5,10 +5,8 @@ before its broker waits for it."""
 from __future__ import annotations
 
 import asyncio
-import os
 import socket
 import subprocess
-import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -16,35 +14,16 @@ from pathlib import Path
 import pytest
 
 from bench.generate import lines as generated_lines
-from testkit.broker import ROOT, JarBroker, free_port, produce, read_all, unique
+from testkit.broker import JarBroker, free_port, produce, read_all, unique
+from testkit.cli import assert_one_error_line, run_cli
 from testkit.reference import keyed_by_currency
 from testkit.worker import RunningWorker, WorkerConfig
 
 CLOSED = "127.0.0.1:1"  # nothing listens on port 1
 
 
-def command(
-    *args: str, env: dict[str, str] | None = None, timeout: float = 60
-) -> subprocess.CompletedProcess[str]:
-    environment = {**os.environ, "LOG_LEVEL": "error", **(env or {})}
-    return subprocess.run(
-        [sys.executable, "-m", "processor", *args],
-        cwd=ROOT,
-        env=environment,
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-        check=False,
-    )
-
-
-def assert_one_error_line(result: subprocess.CompletedProcess[str], code: int, *names: str) -> None:
-    lines = result.stderr.strip().splitlines()
-    assert result.returncode == code, result.stderr
-    assert len(lines) == 1 and lines[0].startswith("error: "), result.stderr
-    assert "Traceback" not in result.stderr
-    for name in names:
-        assert name in lines[0], lines[0]
+def command(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    return run_cli(*args, env={"LOG_LEVEL": "error", **(env or {})}, timeout=60)
 
 
 @pytest.fixture

@@ -14,7 +14,6 @@ import os
 import shutil
 import ssl
 import subprocess
-import sys
 import uuid
 from collections import defaultdict
 from collections.abc import Iterator
@@ -39,6 +38,7 @@ from processor.simulate import fills
 from processor.stream.kafka import client_options
 from processor.stream.produce import produce_lines
 from testkit.broker import ROOT, free_port, unique
+from testkit.cli import assert_one_error_line, run_cli
 from testkit.worker import RunningWorker, WorkerConfig
 from tests.integration import certs
 
@@ -359,23 +359,7 @@ def test_worker_with_a_wrong_password_exits_with_the_authentication_error(
 
 
 def run_command(environment: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "processor", *args],
-        cwd=ROOT,
-        env={**os.environ, **environment, "KAFKA_CONNECT_TIMEOUT_SECONDS": "5"},
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
-
-
-def assert_refused(result: subprocess.CompletedProcess[str], *names: str) -> None:
-    lines = result.stderr.strip().splitlines()
-    assert result.returncode == 1, result.stderr
-    assert len(lines) == 1 and lines[0].startswith("error: "), result.stderr
-    for name in names:
-        assert name in lines[0], lines[0]
+    return run_cli(*args, env={**environment, "KAFKA_CONNECT_TIMEOUT_SECONDS": "5"}, timeout=60)
 
 
 @pytest.mark.parametrize("args", [("replay", "--topic", "fills"), ("audit",)], ids=["replay", "audit"])
@@ -385,7 +369,7 @@ def test_refused_credentials_are_one_error_line_naming_them(
     wrong = f"wrong-{uuid.uuid4().hex}"
     environment = broker.environment("SASL_PLAINTEXT", "SCRAM-SHA-512") | {"KAFKA_SASL_PASSWORD": wrong}
     result = run_command(environment, *args)
-    assert_refused(result, "KAFKA_SASL_USERNAME / KAFKA_SASL_PASSWORD", "SaslAuthenticationFailed")
+    assert_one_error_line(result, 1, "KAFKA_SASL_USERNAME / KAFKA_SASL_PASSWORD", "SaslAuthenticationFailed")
     assert_no_secret(result.stderr, wrong)
 
 
@@ -394,4 +378,4 @@ def test_an_untrusted_broker_is_one_error_line_naming_the_ca(broker: SecuredBrok
     other = certs.certificate_authority(tmp_path, "other-ca", STORE_PASSWORD)
     environment["KAFKA_SSL_CAFILE"] = str(other.pem)
     result = run_command(environment, "replay", "--topic", "fills")
-    assert_refused(result, "KAFKA_SSL_CAFILE", "CERTIFICATE_VERIFY_FAILED")
+    assert_one_error_line(result, 1, "KAFKA_SSL_CAFILE", "CERTIFICATE_VERIFY_FAILED")
