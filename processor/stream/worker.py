@@ -202,7 +202,7 @@ class Worker:
         stopping = asyncio.ensure_future(self.stopping.wait())
         try:
             while not self.stopping.is_set():
-                if self.backlog() > batch_size:  # the broker is slower than the fold: let it catch up
+                if self.committing and self.backlog() > batch_size:  # the broker is slower: let it catch up
                     await asyncio.wait(list(self.committing.values()), return_when=asyncio.FIRST_COMPLETED)
                 generation = self.generation
                 fetch = asyncio.ensure_future(consumer.getmany(timeout_ms=timeout_ms, max_records=batch_size))
