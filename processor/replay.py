@@ -17,6 +17,7 @@ from processor.domain.state import FundState
 from processor.pipeline import Emitted, Pipeline
 
 _READ_BLOCK = 1 << 20
+BAR_WIDTH = 24
 
 
 class OutputFiles(NamedTuple):
@@ -118,31 +119,53 @@ def recording(
         write_state(outputs.state, pipeline.ledger.funds.values())
 
 
-def read_lines(source: str) -> Iterator[bytes]:
-    """Yield the lines of a file (or stdin for ``-``) without their line endings.
+class FileLines:
+    """The lines of a file (or stdin for ``-``) without their line endings, counting the bytes read so
+    far, so a replay can tell how far through the file it is.
 
     Read in large blocks and split in bulk: iterating a file line by line costs more per line
     than the rest of reading it.
     """
-    stream = cast(BufferedReader, sys.stdin.buffer) if source == "-" else Path(source).open("rb")  # noqa: SIM115
-    try:
-        head: list[bytes] = []  # the start of a line that goes on in the next block
-        while block := stream.read1(_READ_BLOCK):  # what is there, so a pipe is not held up
-            lines = block.split(b"\n")
-            head.append(lines[0])
-            if len(lines) == 1:
-                continue
-            lines[0] = b"".join(head)
-            head = [lines.pop()]
-            if b"\r" in block or b"\r" in lines[0]:
-                lines = [line.rstrip(b"\r") for line in lines]
-            yield from lines
-        last = b"".join(head)
-        if last:
-            yield last.rstrip(b"\r")
-    finally:
-        if source != "-":
-            stream.close()
+
+    def __init__(self, source: str) -> None:
+        self.source = source
+        self.bytes_read = 0  # of the blocks whose lines were all handed out
+        self.lines_read = 0  # in those blocks
+        self.total_bytes: int | None = None if source == "-" else Path(source).stat().st_size
+
+    def expected(self, lines_done: int) -> int | None:
+        """How many lines the whole file holds, estimated from the blocks read whole so far."""
+        if not self.total_bytes or not self.bytes_read:
+            return None
+        return max(lines_done, round(self.lines_read * self.total_bytes / self.bytes_read))
+
+    def __iter__(self) -> Iterator[bytes]:
+        source = self.source
+        stream = cast(BufferedReader, sys.stdin.buffer) if source == "-" else Path(source).open("rb")  # noqa: SIM115
+        try:
+            head: list[bytes] = []  # the start of a line that goes on in the next block
+            while block := stream.read1(_READ_BLOCK):  # what is there, so a pipe is not held up
+                lines = block.split(b"\n")
+                head.append(lines[0])
+                if len(lines) > 1:
+                    lines[0] = b"".join(head)
+                    head = [lines.pop()]
+                    if b"\r" in block or b"\r" in lines[0]:
+                        lines = [line.rstrip(b"\r") for line in lines]
+                    yield from lines
+                    self.lines_read += len(lines)
+                self.bytes_read += len(block)
+            last = b"".join(head)
+            if last:
+                yield last.rstrip(b"\r")
+        finally:
+            if source != "-":
+                stream.close()
+
+
+def read_lines(source: str) -> FileLines:
+    """The lines of a file (or stdin for ``-``): see ``FileLines``."""
+    return FileLines(source)
 
 
 class Progress:
@@ -165,8 +188,11 @@ class Progress:
         rate = done / max(now - self.started, 1e-9)
         line = f"\r{done:,} events  {rate:,.0f}/s"
         if total:
+            share = min(done / total, 1.0)
+            filled = round(share * BAR_WIDTH)
             remaining = max(total - done, 0) / rate if rate else 0.0
-            line += f"  {100 * done / total:5.1f}%  ETA {remaining:,.0f}s"
+            bar = "#" * filled + "." * (BAR_WIDTH - filled)
+            line = f"\r[{bar}] {100 * share:5.1f}%  {done:,} events  {rate:,.0f}/s  {remaining:,.0f} s left"
         self.stream.write(line)
         self.stream.flush()
 
@@ -184,9 +210,12 @@ def replay_lines(
     progress: Progress | None = None,
 ) -> ReplayTotals:
     """Fold every line; a blank or bad line goes to the dead letters with its 1-based line number."""
+    estimate = lines.expected if isinstance(lines, FileLines) else None
     with recording(pipeline, outputs, progress) as recorder:
         process, take = pipeline.process, recorder.take
         for number, line in enumerate(lines, start=1):
+            if estimate is not None and not number & 0x3FF:
+                recorder.expected = estimate(number)
             take(process(line, None, source_name, None, number))
     return recorder.totals()
 
