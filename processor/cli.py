@@ -102,33 +102,25 @@ def _replay(settings: Settings, args: argparse.Namespace) -> int:
     outputs = OutputFiles(args.state_out, args.deltas_out, args.adl_out, args.dlq_out)
     topic_only = (args.from_timestamp, args.from_offsets, args.until_timestamp, args.emit_prefix)
     if args.topic is None and any(option is not None for option in topic_only):
-        print("error: --from-*, --until-timestamp and --emit-prefix need --topic", file=sys.stderr)
-        return 2
-    try:
-        if args.topic is not None:
-            from processor.stream.replay import Start, replay_topic
+        raise InputError("--from-*, --until-timestamp and --emit-prefix need --topic")
+    if args.topic is not None:
+        from processor.stream.replay import Start, replay_topic
 
-            start = (
-                Start.parse_offsets(args.from_offsets) if args.from_offsets else Start(args.from_timestamp)
+        start = Start.parse_offsets(args.from_offsets) if args.from_offsets else Start(args.from_timestamp)
+        totals = asyncio.run(
+            replay_topic(
+                settings,
+                pipeline,
+                args.topic,
+                start,
+                outputs,
+                args.until_timestamp,
+                args.emit_prefix,
+                Progress(),
             )
-            totals = asyncio.run(
-                replay_topic(
-                    settings,
-                    pipeline,
-                    args.topic,
-                    start,
-                    outputs,
-                    args.until_timestamp,
-                    args.emit_prefix,
-                    Progress(),
-                )
-            )
-        else:
-            totals = replay_lines(read_lines(args.input), pipeline, outputs, args.input, Progress())
-    except OSError as error:
-        if args.topic is not None:
-            raise
-        raise InputError(f"--input {args.input}: {error.strerror or error}") from None
+        )
+    else:
+        totals = replay_lines(read_lines(args.input), pipeline, outputs, args.input, Progress())
     if not args.quiet:
         for line in summary_lines(pipeline.ledger):
             print(line)
@@ -151,8 +143,6 @@ def _produce(settings: Settings, args: argparse.Namespace) -> int:
     from processor.stream.produce import produce_lines
 
     topic = args.topic or settings.input_topic
-    if args.input != "-":
-        _check_readable(args.input)
     sent = asyncio.run(produce_lines(settings, topic, read_lines(args.input)))
     print(f"produced {sent} messages to {topic}", file=sys.stderr)
     return 0
@@ -170,14 +160,6 @@ def _audit(settings: Settings, args: argparse.Namespace) -> int:
         print(f"  {finding}")
     print(report.verdict())
     return 0 if report.passed else EXIT_AUDIT_FAILED
-
-
-def _check_readable(path: str) -> None:
-    try:
-        with open(path, "rb"):
-            pass
-    except OSError as error:
-        raise InputError(f"--input {path}: {error.strerror or error}") from None
 
 
 #: Exit codes (the README's "Exit codes"): 0 done, 1 the broker is unreachable or refuses us,

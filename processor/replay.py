@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import sys
 import time
 from collections.abc import Iterable, Iterator
@@ -11,6 +12,7 @@ from pathlib import Path
 from typing import IO, BinaryIO, NamedTuple, cast
 
 from processor import codec
+from processor.config import InputError
 from processor.domain.fold import exact_arithmetic
 from processor.domain.ledger import Ledger
 from processor.domain.state import FundState
@@ -131,7 +133,7 @@ class FileLines:
         self.source = source
         self.bytes_read = 0  # of the blocks whose lines were all handed out
         self.lines_read = 0  # in those blocks
-        self.total_bytes: int | None = None if source == "-" else Path(source).stat().st_size
+        self.total_bytes: int | None = None if source == "-" else _readable_size(source)
 
     def expected(self, lines_done: int) -> int | None:
         """How many lines the whole file holds, estimated from the blocks read whole so far."""
@@ -161,6 +163,16 @@ class FileLines:
         finally:
             if source != "-":
                 stream.close()
+
+
+def _readable_size(path: str) -> int:
+    """The size of a file this process can read; an ``InputError`` naming it otherwise."""
+    try:
+        with open(path, "rb") as stream:
+            stream.read(0)
+            return os.fstat(stream.fileno()).st_size
+    except OSError as error:  # missing, unreadable, a directory (reading it fails)
+        raise InputError(f"--input {path}: {error.strerror or error}") from None
 
 
 def read_lines(source: str) -> FileLines:

@@ -36,6 +36,7 @@ from processor.codec.encoding import (
     trigger_document,
 )
 from processor.codec.records import (
+    TAIL_KEY,
     FundRecord,
     decode_fill_segment,
     decode_fund_record,
@@ -65,6 +66,7 @@ __all__ = [
     "OUTPUT_VERSION",
     "SCHEMA_DIR",
     "SUPPORTED_VERSION",
+    "TAIL_KEY",
     "UNSUPPORTED_VERSION",
     "DeadLetter",
     "FieldCheck",

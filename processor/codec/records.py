@@ -14,6 +14,10 @@ from processor.codec.schema import SUPPORTED_VERSION
 from processor.domain.events import LiquidationFill
 from processor.domain.state import FundState
 
+#: Key of the tail records the faust-based worker (v1) wrote to every changelog partition; never a
+#: fund id (those are A-Z, 0-9). Readers of the tables skip them.
+TAIL_KEY = b"~"
+
 
 def state_document(state: FundState) -> dict[str, Any]:
     return {

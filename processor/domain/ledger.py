@@ -7,7 +7,7 @@ same two pieces of state in changelog-backed tables and calls the same ``apply``
 from __future__ import annotations
 
 from array import array
-from collections.abc import Callable, Iterator, Mapping, MutableMapping
+from collections.abc import Callable, Iterator, Mapping, MutableMapping, Sequence
 from decimal import Decimal
 from heapq import heappop, heappush
 
@@ -26,49 +26,21 @@ _COMPACT_AFTER = 1 << 16
 FillStore = MutableMapping[bytes, bytes]
 
 
-def pack_text(
-    timestamp: str,
-    fund: str,
-    side: str,
-    contract_type: str,
-    contract_size: str,
-    bankruptcy_price: str,
-    fill_price: str,
-    quantity: str,
-    unfilled_quantity: str,
-    fee: str,
-    version: str,
-    liquidation_id: str,
-    symbol: str,
-) -> bytes:
-    """A remembered fill's fields (but its id) as one compact bytes object.
+def pack_text(timestamp: str, fund: str, fields: Sequence[str], liquidation_id: str, symbol: str) -> bytes:
+    """A remembered fill (but its id) as one compact bytes object; ``fields`` are side, contract
+    type, contract size, bankruptcy price, fill price, quantity, unfilled quantity, fee and version,
+    as text.
 
     Every field but the last two is free of the separator (numbers, enums, fund ids); the two
     free-form strings go last, the first one's length in front, so any text survives.
     """
     return _SEPARATOR.join(
-        (
-            timestamp,
-            fund,
-            side,
-            contract_type,
-            contract_size,
-            bankruptcy_price,
-            fill_price,
-            quantity,
-            unfilled_quantity,
-            fee,
-            version,
-            str(len(liquidation_id)),
-            liquidation_id + symbol,
-        )
+        (timestamp, fund, *fields, str(len(liquidation_id)), liquidation_id + symbol)
     ).encode()
 
 
 def pack_fill(fill: LiquidationFill) -> bytes:
-    return pack_text(
-        str(fill.timestamp),
-        fill.margin_currency,
+    fields = (
         fill.side,
         fill.contract_type,
         str(fill.contract_size),
@@ -78,9 +50,8 @@ def pack_fill(fill: LiquidationFill) -> bytes:
         str(fill.unfilled_quantity),
         str(fill.fee),
         str(fill.version),
-        fill.liquidation_id,
-        fill.symbol,
     )
+    return pack_text(str(fill.timestamp), fill.margin_currency, fields, fill.liquidation_id, fill.symbol)
 
 
 def unpack_fill(fill_id: str, packed: bytes) -> LiquidationFill:

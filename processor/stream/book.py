@@ -18,7 +18,7 @@ from processor.domain.ledger import Ledger, pack_text
 from processor.domain.state import FundState
 
 SEGMENT_SEPARATOR = b"/"
-TAIL_KEY = b"~"  # written by the faust-based worker (v1) to every changelog partition; ignored
+TAIL_KEY = codec.TAIL_KEY
 FUNDS, SEEN = "funds", "seen"
 #: Fills per segment record: a row is at most ~700 bytes (ids of 128 characters, 18-place decimals),
 #: so a segment stays below the broker's 1 MB default message size.
@@ -42,15 +42,6 @@ class FundBook:
         self.ledger = ledger
         self.home = home
         self._open: dict[str, _OpenFund] = {}
-
-    def restore(self, partition: int, funds: Mapping[bytes, bytes], seen: Mapping[bytes, bytes]) -> int:
-        """Load partition ``partition``'s funds from its tables as mappings (segments in key order)."""
-        restoring = self.restoring(partition)
-        for key in sorted(seen):
-            restoring.record(SEEN, key, seen[key])
-        for key, value in funds.items():
-            restoring.record(FUNDS, key, value)
-        return restoring.finish()
 
     def adopt(self, name: str, fund: _OpenFund) -> None:
         """Own fund ``name`` (restored from its partition's tables)."""
@@ -162,39 +153,11 @@ class Restoring:
         window = ledger.windows.get(name) or ledger.open_window(name)
         remember = window.remember_packed
         newest = -1
-        for (
-            fill_id,
-            liquidation_id,
-            symbol,
-            side,
-            contract_type,
-            size,
-            bankruptcy,
-            price,
-            quantity,
-            unfilled,
-            fee,
-            timestamp,
-        ) in rows:
-            remember(
-                fill_id,
-                timestamp,
-                pack_text(
-                    str(timestamp),
-                    name,
-                    side,
-                    contract_type,
-                    size,
-                    bankruptcy,
-                    price,
-                    quantity,
-                    unfilled,
-                    fee,
-                    ACCEPTED_VERSION,
-                    liquidation_id,
-                    symbol,
-                ),
-            )
+        # a row is fill_id, liquidation_id, symbol, then the packed fields in order, timestamp last
+        for row in rows:
+            timestamp = row[11]
+            packed = pack_text(str(timestamp), name, (*row[3:11], ACCEPTED_VERSION), row[1], row[2])
+            remember(row[0], timestamp, packed)
             newest = max(newest, timestamp)
         segments[key] = newest
 

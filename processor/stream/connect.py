@@ -139,29 +139,38 @@ async def wait_for_broker(
         return
 
 
+def principal(username: str | None) -> str:
+    """Who the broker refused, for an ``error:`` line."""
+    return f"the credentials of {username!r} (KAFKA_SASL_USERNAME)" if username else "this client"
+
+
+#: Authorization failures: what the principal was not allowed to use, and the ACL to look at.
+_REFUSALS: tuple[tuple[type[KafkaError], str], ...] = (
+    (GroupAuthorizationFailedError, "use consumer group APP_ID (group ACL)"),
+    (
+        TransactionalIdAuthorizationFailed,
+        "use the transactional ids <APP_ID>-fund-<partition> (transactional-id ACL)",
+    ),
+    (ClusterAuthorizationFailedError, "run a cluster operation (cluster ACL)"),
+)
+
+
 def describe_broker_error(error: BaseException, environ: Mapping[str, str]) -> str | None:
     """One line for an error from the broker, naming the setting or topic involved; ``None`` for
     anything else (a bug, which keeps its traceback)."""
     servers = environ.get("KAFKA_BOOTSTRAP_SERVERS") or "127.0.0.1:9092"
-    user = environ.get("KAFKA_SASL_USERNAME")
-    principal = f"the credentials of {user!r} (KAFKA_SASL_USERNAME)" if user else "this client"
+    refused = f"the broker at {servers} does not allow {principal(environ.get('KAFKA_SASL_USERNAME'))} to"
     if isinstance(error, BrokerError):
         return str(error)
     if isinstance(error, TopicAuthorizationFailedError):
-        topics = ", ".join(sorted(map(str, getattr(error, "args", ()) or ()))) or "a topic it needs"
+        topics = ", ".join(sorted(map(str, error.args))) or "a topic it needs"
         return (
-            f"the broker at {servers} does not allow {principal} to use {topics} (topic ACL): "
-            f"grant READ on the input and WRITE on the outputs, or check the topic names"
+            f"{refused} use {topics} (topic ACL): grant READ on the input and WRITE on the outputs, "
+            f"or check the topic names"
         )
-    if isinstance(error, GroupAuthorizationFailedError):
-        return f"the broker at {servers} does not allow {principal} to use consumer group APP_ID (group ACL)"
-    if isinstance(error, TransactionalIdAuthorizationFailed):
-        return (
-            f"the broker at {servers} does not allow {principal} to use the transactional ids "
-            f"<APP_ID>-fund-<partition> (transactional-id ACL)"
-        )
-    if isinstance(error, ClusterAuthorizationFailedError):
-        return f"the broker at {servers} does not allow {principal} a cluster operation (cluster ACL)"
+    for kind, what in _REFUSALS:
+        if isinstance(error, kind):
+            return f"{refused} {what}"
     if isinstance(error, KafkaConnectionError):
         return (
             f"KAFKA_BOOTSTRAP_SERVERS={servers}: lost the connection to the broker ({error}); "

@@ -113,8 +113,8 @@ def changelog_topic(settings: Settings, table: str) -> str:
     return f"{settings.app_id}-{table}-changelog"
 
 
-async def prepare_topics(settings: Settings) -> int:
-    """Create the topics that are missing; return the input topic's partition count.
+async def prepare_topics(settings: Settings) -> dict[str, int]:
+    """Create the topics that are missing; return the partition count of every topic the worker uses.
 
     Outputs and the internal topics get the input's partition count: the re-partition topic and
     the table changelogs must match it (a fund lives on the same partition number of each), the
@@ -126,8 +126,7 @@ async def prepare_topics(settings: Settings) -> int:
         existing = set(await admin.list_topics())
         partitions = settings.partitions
         if settings.input_topic in existing:
-            described = await admin.describe_topics([settings.input_topic])
-            partitions = len(described[0]["partitions"])
+            partitions = (await _partition_counts(admin, [settings.input_topic]))[settings.input_topic]
         wanted = [
             settings.input_topic,
             repartition_topic(settings),
@@ -151,32 +150,34 @@ async def prepare_topics(settings: Settings) -> int:
                         for name in missing
                     ]
                 )
-        return partitions
+        return await _partition_counts(admin, [*wanted, *sorted(compacted)])
     finally:
         await admin.close()
 
 
 async def partition_counts(settings: Settings, topics: Iterable[str]) -> dict[str, int]:
-    """The partition count of each of ``topics`` (0 for one that does not exist).
-
-    A topic created a moment ago can be described with no partitions until its metadata has
-    propagated: ask again for a few seconds before believing a 0.
-    """
-    wanted = list(topics)
+    """The partition count of each of ``topics`` (0 for one that does not exist)."""
     admin = AIOKafkaAdminClient(**client_options(settings))
     await admin.start()
     try:
-        existing = set(await admin.list_topics())  # a metadata request could auto-create a typo
-        present = [topic for topic in wanted if topic in existing]
-        counts = dict.fromkeys(wanted, 0)
-        for _ in range(50):
-            if not present:
-                break
-            described = await admin.describe_topics(present)
-            counts.update({topic["topic"]: len(topic["partitions"]) for topic in described})
-            if all(counts[topic] > 0 for topic in present):
-                break
-            await asyncio.sleep(0.1)
-        return counts
+        return await _partition_counts(admin, list(topics))
     finally:
         await admin.close()
+
+
+async def _partition_counts(admin: AIOKafkaAdminClient, wanted: list[str]) -> dict[str, int]:
+    """A topic created a moment ago can be described with no partitions until its metadata has
+    propagated: ask again for a few seconds before believing a 0. Only listed topics are described,
+    since a metadata request could auto-create a mistyped one."""
+    existing = set(await admin.list_topics())
+    present = [topic for topic in wanted if topic in existing]
+    counts = dict.fromkeys(wanted, 0)
+    for _ in range(50):
+        if not present:
+            break
+        described = await admin.describe_topics(present)
+        counts.update({topic["topic"]: len(topic["partitions"]) for topic in described})
+        if all(counts[topic] > 0 for topic in present):
+            break
+        await asyncio.sleep(0.1)
+    return counts

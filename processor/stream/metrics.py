@@ -16,13 +16,19 @@ from prometheus_client.exposition import CONTENT_TYPE_PLAIN_0_0_4
 from prometheus_client.metrics_core import GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
+from processor import codec
 from processor.domain.state import FundState
 
 #: The ``Content-Type`` of :meth:`Metrics.render`: Prometheus text format 0.0.4.
 CONTENT_TYPE = CONTENT_TYPE_PLAIN_0_0_4
 
 #: Reasons shown (at 0) before any message is rejected, so that alerts on them have a series to watch.
-REJECTION_REASONS = ("invalid_json", "invalid_event", "unsupported_version", "conflicting_duplicate")
+REJECTION_REASONS = (
+    codec.INVALID_JSON,
+    codec.INVALID_EVENT,
+    codec.UNSUPPORTED_VERSION,
+    codec.CONFLICTING_DUPLICATE,
+)
 
 #: Events per batch: up to a few times the default ``BATCH_SIZE`` of 2000.
 BATCH_SIZE_BUCKETS = (1, 2, 5, 10, 20, 50, 100, 200, 500, 1000, 2000, 5000, 10000, float("inf"))
@@ -124,7 +130,7 @@ class Metrics:
         )
         self.skipped_replayed = Counter(
             "insurance_fund_replayed_skipped",
-            "Input re-read after a restart and already applied.",
+            "Input skipped at a claim: applied to the funds but not committed by the group (never expected).",
             registry=registry,
         )
         self.rejected = Counter(

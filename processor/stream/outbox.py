@@ -18,7 +18,6 @@ class Outbox:
     def __init__(self, transactions: Transactions) -> None:
         self.transactions = transactions
         self._work: dict[int, PartitionWork] = {}
-        self._key_partitions: dict[tuple[str, bytes], int] = {}  # funds and symbols: few, hot
 
     def add(
         self,
@@ -32,15 +31,7 @@ class Outbox:
         """Queue one record in ``owner``'s transaction; keyed records go where Kafka's default
         partitioner would put them."""
         if partition is None:
-            if key is None:
-                partition = 0
-            else:
-                cached = self._key_partitions.get((topic, key))
-                if cached is None:
-                    cached = key_partition(key, self.transactions.partitions[topic])
-                    if len(key) <= 64 and len(self._key_partitions) < 100_000:
-                        self._key_partitions[topic, key] = cached
-                partition = cached
+            partition = 0 if key is None else key_partition(key, self.transactions.partitions[topic])
         records = self.work(owner).records
         slot = records.get((topic, partition))
         if slot is None:

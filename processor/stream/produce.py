@@ -11,7 +11,7 @@ from aiokafka.errors import ClusterAuthorizationFailedError, TopicAuthorizationF
 
 from processor import codec
 from processor.config import Settings
-from processor.stream.connect import BrokerRefusedError, wait_for_broker
+from processor.stream.connect import BrokerRefusedError, principal, wait_for_broker
 from processor.stream.kafka import client_options
 
 
@@ -42,9 +42,8 @@ async def produce_lines(settings: Settings, topic: str, lines: Iterable[bytes]) 
                 pending.clear()
         await asyncio.gather(*pending)
     except (TopicAuthorizationFailedError, ClusterAuthorizationFailedError):
-        user = settings.security.sasl_username
-        who = f"the credentials of {user!r} (KAFKA_SASL_USERNAME)" if user else "this client"
-        raise BrokerRefusedError(
+        who = principal(settings.security.sasl_username)
+        raise BrokerRefusedError(  # the topic is known here, not where the error is described
             f"the broker at {settings.bootstrap_servers} does not allow {who} to write topic {topic!r} "
             f"(topic ACL): grant WRITE on it"
         ) from None

@@ -36,7 +36,7 @@ class Start:
         for item in filter(None, (part.strip() for part in text.split(","))):
             partition, sep, offset = item.partition(":")
             if not sep or not partition.isdigit() or not offset.isdigit():
-                raise ValueError(f"--from-offsets: expected PARTITION:OFFSET[,...], got {item!r}")
+                raise InputError(f"--from-offsets: expected PARTITION:OFFSET[,...], got {item!r}")
             pairs.append((int(partition), int(offset)))
         return cls(offsets=tuple(pairs))
 

@@ -66,21 +66,20 @@ class ChangelogReader:
         try:
             ends = await consumer.end_offsets(wanted)  # read_committed: the last stable offsets
             await consumer.seek_to_beginning(*wanted)
-            remaining = {tp for tp in wanted if ends[tp] > 0}
-            for tp in list(remaining):
-                if await consumer.position(tp) >= ends[tp]:
-                    remaining.discard(tp)
+            remaining = set(wanted)
             deadline = asyncio.get_running_loop().time() + RESTORE_TIMEOUT_SECONDS
-            while remaining:
+            while True:
+                for tp in list(remaining):
+                    if await consumer.position(tp) >= ends[tp]:
+                        remaining.discard(tp)
+                if not remaining:
+                    return
                 if asyncio.get_running_loop().time() > deadline:
                     raise TimeoutError(f"restoring {sorted(map(str, remaining))} took too long")
                 batch = await consumer.getmany(*remaining, timeout_ms=200, max_records=20_000)
                 for tp, records in batch.items():
                     end = ends[tp]
                     yield tp, [record for record in records if record.offset < end]
-                for tp in list(remaining):
-                    if await consumer.position(tp) >= ends[tp]:
-                        remaining.discard(tp)
         finally:
             consumer.assign([])
 

@@ -128,11 +128,7 @@ class Transactions:
             self.producers[partition] = producer
         return producer
 
-    async def commit(self, work: Mapping[int, PartitionWork]) -> None:
-        """Run one transaction per partition number, concurrently; return when all have committed."""
-        await asyncio.gather(*(self._commit(owner, part) for owner, part in work.items() if not part.empty))
-
-    async def _commit(self, partition: int, work: PartitionWork) -> None:
+    async def commit(self, partition: int, work: PartitionWork) -> None:
         """Commit ``work`` in ``partition``'s transaction. A failure other than being fenced (a broker
         restart, say) is retried with a new producer while this worker still owns the partition: its
         initialisation aborts the failed transaction, unless that one did commit, which the group's

@@ -16,8 +16,7 @@ from processor.domain.state import FundState
 
 log = logging.getLogger(__name__)
 
-#: The key of the changelog's tail records (written by the transaction code); never a fund id.
-TAIL_KEY = b"~"
+TAIL_KEY = codec.TAIL_KEY
 
 _FETCH_TIMEOUT_MS = 1_000
 _FETCH_MAX_RECORDS = 10_000

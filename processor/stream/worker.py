@@ -39,7 +39,6 @@ from processor.stream.kafka import (
     TABLES,
     changelog_topic,
     client_options,
-    partition_counts,
     prepare_topics,
     repartition_topic,
 )
@@ -81,7 +80,6 @@ class Worker:
             SEEN: changelog_topic(settings, TABLES[1]),
         }
         self.partitions = 0  # the input's partition count, known after prepare
-        self.homes: dict[str, int] = {}
         self.member_id = settings.member_id(socket.gethostname())
         store, self.close_store = fill_store(
             settings.store, settings.data_dir / f"{settings.app_id}-{self.member_id}"
@@ -129,12 +127,7 @@ class Worker:
         self.reason = message
 
     def _home(self, fund: str) -> int:
-        home = self.homes.get(fund)  # murmur2 in Python costs ~3 us: once per fund, not per fill
-        if home is None:
-            home = home_partition(fund, self.partitions)
-            if len(self.homes) < 10_000:
-                self.homes[fund] = home
-        return home
+        return home_partition(fund, self.partitions)
 
     def _owns(self, partition: int) -> bool:
         return partition in self.owned
@@ -158,15 +151,9 @@ class Worker:
             self.reason = f"waiting for the broker at {settings.bootstrap_servers}"
             await wait_for_broker(settings, self._waiting_for_broker)
             self.reason = "joining the consumer group"
-            self.partitions = await prepare_topics(settings)
-            outputs = [
-                self.repartition_topic,
-                settings.deltas_topic,
-                settings.adl_topic,
-                settings.dlq_topic,
-                *self.changelogs.values(),
-            ]
-            await self.transactions.start(await partition_counts(settings, outputs))
+            counts = await prepare_topics(settings)
+            self.partitions = counts[settings.input_topic]
+            await self.transactions.start(counts)
             self.pipeline = Pipeline(
                 FillDecoder.from_schema_dir(), self.ledger, home=self._home, routed_topic=self.input_topic
             )
@@ -334,6 +321,7 @@ class Worker:
         position = committed if committed is not None else 0
         if applied + 1 > position:  # only our transactions move both, together: never expected
             log.warning("%s: committed offset %s is behind the applied offset %d", tp, committed, applied)
+            self.metrics.skipped_replayed.inc(applied + 1 - position)
             position = applied + 1
         return position
 
@@ -424,7 +412,7 @@ class Worker:
         try:
             while True:
                 started = time.perf_counter()
-                await self.transactions.commit({partition: work})
+                await self.transactions.commit(partition, work)
                 metrics.commit_seconds.observe(time.perf_counter() - started)
                 for tp, position in work.offsets.items():
                     self.positions[tp] = position

@@ -27,21 +27,8 @@ def test_a_packed_fill_unpacks_equal_whatever_its_text(
 
 def test_pack_text_is_what_restoring_from_segment_rows_builds() -> None:
     fill = make_fill(contract_size=Decimal("0.010"), fee=Decimal("1E-8"))
-    packed = pack_text(
-        str(fill.timestamp),
-        "USDT",
-        "long",
-        "linear",
-        "0.010",
-        "28000",
-        "28200",
-        "1",
-        "0",
-        "1E-8",
-        "1",
-        fill.liquidation_id,
-        fill.symbol,
-    )
+    fields = ("long", "linear", "0.010", "28000", "28200", "1", "0", "1E-8", "1")
+    packed = pack_text(str(fill.timestamp), "USDT", fields, fill.liquidation_id, fill.symbol)
     assert packed == pack_fill(fill)
 
 

@@ -18,7 +18,7 @@ from processor.domain.events import LiquidationFill
 from processor.domain.fold import Outcome
 from processor.domain.ledger import DEFAULT_DUPLICATE_WINDOW_MS, Ledger
 from processor.domain.state import FundRules
-from processor.stream.book import FUNDS, TAIL_KEY, FundBook, Write
+from processor.stream.book import FUNDS, SEEN, TAIL_KEY, FundBook, Write
 from tests.strategies import BASE_TIMESTAMP, fill_sequences, make_fill
 
 D = Decimal
@@ -48,7 +48,12 @@ class Tables:
     def start(self, partitions: tuple[int, ...] = (0, 1)) -> FundBook:
         book = FundBook(Ledger(RULES, self.window_ms), home)
         for partition in partitions:
-            book.restore(partition, self.funds[partition], self.seen[partition])
+            restoring = book.restoring(partition)
+            for key in sorted(self.seen[partition]):  # segments in sequence order, as written
+                restoring.record(SEEN, key, self.seen[partition][key])
+            for key, value in self.funds[partition].items():
+                restoring.record(FUNDS, key, value)
+            restoring.finish()
         return book
 
     def commit(self, partition: int, writes: list[Write]) -> None:
