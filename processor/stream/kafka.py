@@ -150,7 +150,7 @@ async def prepare_topics(settings: Settings) -> dict[str, int]:
                         for name in missing
                     ]
                 )
-        return await _partition_counts(admin, [*wanted, *sorted(compacted)])
+        return await _partition_counts(admin, [*wanted, *sorted(compacted)], created=True)
     finally:
         await admin.close()
 
@@ -165,11 +165,14 @@ async def partition_counts(settings: Settings, topics: Iterable[str]) -> dict[st
         await admin.close()
 
 
-async def _partition_counts(admin: AIOKafkaAdminClient, wanted: list[str]) -> dict[str, int]:
-    """A topic created a moment ago can be described with no partitions until its metadata has
-    propagated: ask again for a few seconds before believing a 0. Only listed topics are described,
-    since a metadata request could auto-create a mistyped one."""
-    existing = set(await admin.list_topics())
+async def _partition_counts(
+    admin: AIOKafkaAdminClient, wanted: list[str], created: bool = False
+) -> dict[str, int]:
+    """A topic created a moment ago can be missing from the listing, or described with no partitions,
+    until its metadata has propagated: ask again for a few seconds before believing a 0. Unless the
+    topics are known to exist (``created``), only listed ones are described, since a metadata
+    request could auto-create a mistyped one."""
+    existing = set(wanted) if created else set(await admin.list_topics())
     present = [topic for topic in wanted if topic in existing]
     counts = dict.fromkeys(wanted, 0)
     for _ in range(50):
