@@ -26,6 +26,7 @@ def _add_fund_options(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--default-floor", help="floor of every fund not listed (default 0)")
     group.add_argument("--floor", help="per-currency floors, e.g. USDT=1000")
     group.add_argument("--initial-balance", help="per-currency initial balances, e.g. USDT=1000000")
+    group.add_argument("--pools-file", help="TOML file of isolated fund pools (SPEC section 7)")
     group.add_argument("--duplicate-window-ms", help="event-time window of duplicate detection")
 
 
@@ -37,6 +38,8 @@ def _apply_fund_options(settings: Settings, args: argparse.Namespace) -> Setting
         default_floor=args.default_floor or env.get("FUND_DEFAULT_FLOOR"),
         floors=args.floor or env.get("FUND_FLOORS", ""),
         initial_balances=args.initial_balance or env.get("FUND_INITIAL_BALANCES", ""),
+        pools_file=args.pools_file or env.get("FUND_POOLS_FILE"),
+        pools_variable="--pools-file" if args.pools_file else "FUND_POOLS_FILE",
     )
     window = (
         duplicate_window(args.duplicate_window_ms, "--duplicate-window-ms")
@@ -90,6 +93,35 @@ def build_parser() -> argparse.ArgumentParser:
     audit.add_argument("--deltas-topic", help="ledger topic to audit (default: DELTAS_TOPIC)")
     audit.add_argument("--input-topic", help="input topic to replay (default: INPUT_TOPIC)")
     _add_fund_options(audit)
+
+    fund = commands.add_parser("fund", help="top up, withdraw from or transfer between funds (treasury)")
+    actions = fund.add_subparsers(dest="action", required=True)
+    for action, help_text in (
+        ("top-up", "add AMOUNT to --fund"),
+        ("withdraw", "take AMOUNT from --fund (refused below its floor)"),
+        ("transfer", "withdraw AMOUNT from --fund, then, once committed, top up --to"),
+    ):
+        command = actions.add_parser(action, help=help_text)
+        command.add_argument("--fund", required=True, help="a currency (its fund) or a pool id")
+        if action == "transfer":
+            command.add_argument("--to", required=True, help="the fund that receives AMOUNT (same currency)")
+        command.add_argument("--amount", required=True, help="a decimal > 0, in the fund's currency")
+        command.add_argument("--reason", required=True, help="why (kept in the delta)")
+        command.add_argument(
+            "--requested-by", help="who asks (default: the login name); recorded, not trusted"
+        )
+        if action != "transfer":
+            command.add_argument("--operation-id", help="idempotency key (default: a new random id)")
+        command.add_argument(
+            "--transfer-id", help="pair this operation with a transfer's other leg (transfer: its id)"
+        )
+        command.add_argument(
+            "--timeout",
+            type=float,
+            default=30.0,
+            help="seconds to wait for each committed outcome (default 30)",
+        )
+        _add_fund_options(command)
 
     produce = commands.add_parser("produce", help="load a JSONL file into the input topic")
     produce.add_argument("--input", required=True, help="JSONL file, one message per line; - for stdin")
@@ -162,9 +194,46 @@ def _audit(settings: Settings, args: argparse.Namespace) -> int:
     return 0 if report.passed else EXIT_AUDIT_FAILED
 
 
+def _fund(settings: Settings, args: argparse.Namespace) -> int:
+    import getpass
+
+    from processor.stream.treasury import OutcomeTimeoutError, Request, run_request
+
+    kinds = {"top-up": "top_up", "withdraw": "withdrawal", "transfer": "transfer"}
+    if args.timeout <= 0:
+        raise InputError(f"--timeout: must be > 0, got {args.timeout:g}")
+    request = Request(
+        kind=kinds[args.action],
+        fund=args.fund,
+        amount=args.amount,
+        reason=args.reason,
+        requested_by=args.requested_by or getpass.getuser(),
+        to=getattr(args, "to", None),
+        operation_id=getattr(args, "operation_id", None),
+        transfer_id=args.transfer_id,
+    )
+    try:
+        results = asyncio.run(run_request(settings, request, args.timeout))
+    except OutcomeTimeoutError as timed_out:
+        return _fail(str(timed_out), EXIT_TIMED_OUT, False)
+    for result in results:
+        if result.applied:
+            print(result.describe())
+    last = results[-1]
+    if not last.applied:
+        if len(results) > 1:
+            print(
+                f"transfer {last.operation.transfer_id}: the withdrawal is applied, the top-up is not",
+                file=sys.stderr,
+            )
+        return _fail(last.describe(), EXIT_REFUSED, False)
+    return 0
+
+
 #: Exit codes (the README's "Exit codes"): 0 done, 1 the broker is unreachable or refuses us,
-#: 2 a bad setting or argument, 3 an audit that found a divergence, 70 a batch that failed.
-EXIT_BROKER, EXIT_USAGE, EXIT_AUDIT_FAILED = 1, 2, 3
+#: 2 a bad setting or argument, 3 an audit that found a divergence, 4 an operation refused or
+#: dead-lettered, 5 no outcome for an operation in time, 70 a batch that failed.
+EXIT_BROKER, EXIT_USAGE, EXIT_AUDIT_FAILED, EXIT_REFUSED, EXIT_TIMED_OUT = 1, 2, 3, 4, 5
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -209,6 +278,8 @@ def _run(args: argparse.Namespace) -> int:
         return _produce(settings, args)
     if args.command == "audit":
         return _audit(_apply_fund_options(settings, args), args)
+    if args.command == "fund":
+        return _fund(_apply_fund_options(settings, args), args)
     if args.command == "demo":
         from processor.demo import run_demo
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import os
 import re
+import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from decimal import Decimal
@@ -12,6 +13,7 @@ from pathlib import Path
 
 from processor.codec import decimal_or_none
 from processor.domain.ledger import DEFAULT_DUPLICATE_WINDOW_MS
+from processor.domain.pools import FundPools, Pool
 from processor.domain.state import DEFAULT_PRECISION, FundRules
 
 
@@ -24,6 +26,9 @@ class InputError(ValueError):
 
 
 CURRENCY = re.compile(r"[A-Z0-9]{2,16}")
+POOL_ID = re.compile(r"[A-Z0-9]{2,16}[-_][A-Z0-9_-]{1,32}")  # SPEC section 7
+POOL_FIELDS = ("fund", "currency", "symbols", "initial_balance", "floor", "from_timestamp", "until_timestamp")
+MAX_SYMBOL_LENGTH = 64  # the input schema's longest symbol
 SECURITY_PROTOCOLS = ("PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL")
 SASL_MECHANISMS = ("PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512")
 LOG_LEVELS = ("debug", "info", "warning", "error", "critical")
@@ -113,15 +118,108 @@ def _worker_id(text: str | None) -> str:
     return text
 
 
+def load_pools(path: str, variable: str = "FUND_POOLS_FILE") -> FundPools:
+    """Read and check a pools file (SPEC section 7): TOML, one ``[[pools]]`` table per pool, in the
+    order fills are matched; every problem names the pool and the field."""
+    try:
+        with open(path, "rb") as file:
+            document = tomllib.load(file)
+    except OSError as error:
+        raise ConfigError(f"{variable}: cannot read {path}: {error.strerror or error}") from None
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as error:
+        raise ConfigError(f"{variable}: {path} is not valid TOML: {error}") from None
+    unknown = sorted(set(document) - {"pools"})
+    if unknown:
+        raise ConfigError(
+            f"{variable}: {path}: unknown top-level key {unknown[0]!r}; expected [[pools]] tables"
+        )
+    tables = document.get("pools", [])
+    if not isinstance(tables, list) or not all(isinstance(table, dict) for table in tables):
+        raise ConfigError(f"{variable}: {path}: 'pools' must be an array of tables ([[pools]])")
+    pools: list[Pool] = []
+    seen: dict[str, int] = {}
+    for number, table in enumerate(tables, start=1):
+        pool = _pool(f"{variable}: {path}: pool {number}", table)
+        if pool.fund in seen:
+            raise ConfigError(
+                f"{variable}: {path}: pool {number} ({pool.fund}): field 'fund' repeats pool "
+                f"{seen[pool.fund]}"
+            )
+        seen[pool.fund] = number
+        pools.append(pool)
+    return FundPools(pools)
+
+
+def _pool(where: str, table: Mapping[str, object]) -> Pool:
+    fund = table.get("fund")
+    if not isinstance(fund, str) or POOL_ID.fullmatch(fund) is None:
+        raise ConfigError(
+            f"{where}: field 'fund' must be a pool id such as USDT-MEME (2-16 of A-Z, 0-9, then '-' or "
+            f"'_', then 1-32 of A-Z, 0-9, '_', '-'), got {fund!r}"
+        )
+    where = f"{where} ({fund})"
+    unknown = sorted(set(table) - set(POOL_FIELDS))
+    if unknown:
+        raise ConfigError(f"{where}: unknown field {unknown[0]!r}; expected {', '.join(POOL_FIELDS)}")
+    currency = table.get("currency")
+    if not isinstance(currency, str) or CURRENCY.fullmatch(currency) is None:
+        raise ConfigError(
+            f"{where}: field 'currency' must be a margin currency (2-16 of A-Z, 0-9), got {currency!r}"
+        )
+    symbols = table.get("symbols")
+    if (
+        not isinstance(symbols, list)
+        or not symbols
+        or not all(isinstance(symbol, str) and 0 < len(symbol) <= MAX_SYMBOL_LENGTH for symbol in symbols)
+    ):
+        raise ConfigError(
+            f"{where}: field 'symbols' must be a non-empty list of symbols or fnmatch patterns "
+            f"(1-{MAX_SYMBOL_LENGTH} characters each), got {symbols!r}"
+        )
+    initial, floor = (_pool_money(where, name, table.get(name)) for name in ("initial_balance", "floor"))
+    since, until = (
+        _pool_time(where, name, table.get(name)) for name in ("from_timestamp", "until_timestamp")
+    )
+    if since is not None and until is not None and since >= until:
+        raise ConfigError(
+            f"{where}: field 'until_timestamp' ({until}) must be after 'from_timestamp' ({since})"
+        )
+    return Pool(fund, currency, tuple(symbols), initial, floor, since, until)
+
+
+def _pool_money(where: str, name: str, value: object) -> Decimal | None:
+    """A pool's amount: a decimal string (or a TOML integer); a TOML float is refused, being binary."""
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, (str, int)):
+        raise ConfigError(f'{where}: field {name!r} must be a decimal string such as "1000.5", got {value!r}')
+    amount = decimal_or_none(str(value))
+    if amount is None or not 0 <= amount <= MAX_AMOUNT:
+        raise ConfigError(f"{where}: field {name!r} must be a decimal in [0, 10^15], got {value!r}")
+    return amount
+
+
+def _pool_time(where: str, name: str, value: object) -> int | None:
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= MAX_TIMESTAMP_MS:
+        raise ConfigError(
+            f"{where}: field {name!r} must be an event time in milliseconds since the epoch, got {value!r}"
+        )
+    return value
+
+
 def fund_rules(
     default_precision: str | None = None,
     precision: str = "",
     default_floor: str | None = None,
     floors: str = "",
     initial_balances: str = "",
+    pools_file: str | None = None,
+    pools_variable: str = "FUND_POOLS_FILE",
 ) -> FundRules:
-    """Build the per-currency fund rules from their textual settings (the ``FUND_*`` variables, or
-    the same flags of ``replay``, ``audit`` and ``worker``), each checked against its bounds."""
+    """Build the fund rules from their textual settings (the ``FUND_*`` variables, or the same flags
+    of ``replay``, ``audit``, ``fund`` and ``worker``), each checked against its bounds."""
     return FundRules(
         default_precision=(
             _integer("FUND_DEFAULT_PRECISION", default_precision, 0, MAX_PRECISION)
@@ -141,6 +239,7 @@ def fund_rules(
             currency: _money("FUND_INITIAL_BALANCES", value, f"{currency} ")
             for currency, value in _currency_map("FUND_INITIAL_BALANCES", initial_balances).items()
         },
+        pools=load_pools(pools_file, pools_variable) if pools_file else FundPools(),
     )
 
 
@@ -256,6 +355,7 @@ class Settings:
                 default_floor=env.get("FUND_DEFAULT_FLOOR"),
                 floors=env.get("FUND_FLOORS", ""),
                 initial_balances=env.get("FUND_INITIAL_BALANCES", ""),
+                pools_file=env.get("FUND_POOLS_FILE"),
             ),
             duplicate_window_ms=duplicate_window(
                 env.get("DUPLICATE_WINDOW_MS", str(defaults.duplicate_window_ms))

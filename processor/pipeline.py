@@ -6,11 +6,11 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Sequence
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 from processor import codec
 from processor.codec import FillDecoder, Rejection
-from processor.domain.events import LiquidationFill
+from processor.domain.events import FundOperation, LiquidationFill, OperationDelta
 from processor.domain.ledger import Ledger
 
 _new = tuple.__new__
@@ -76,26 +76,32 @@ class Pipeline:
         headers: Headers = (),
     ) -> Emitted:
         fill = self.decoder.decode(value)
-        if isinstance(fill, Rejection):
-            return self._rejected(fill, value, key, topic, partition, offset, headers, None, None)
-        fund = fill.margin_currency
+        if type(fill) is not LiquidationFill:
+            if isinstance(fill, FundOperation):
+                return self._operate(fill, value, key, topic, partition, offset, headers)
+            return self._rejected(fill, value, key, topic, partition, offset, headers)  # type: ignore[arg-type]
+        currency = fill.margin_currency
         if self.home is not None and topic == self.routed_topic:
-            home = self.home(fund)
+            home = self.home(currency)
             if home != partition:
-                return self._forward(fill, value, key, topic, partition, offset, home)
-        _, delta, trigger, conflict = self.ledger.fold(fill)
+                return self._forward(
+                    currency, codec.encode_fill, fill, value, key, topic, partition, offset, home
+                )
+        _, delta, trigger, conflict, _ = self.ledger.fold(fill)
         if delta is None:
             if conflict is None:
-                return Emitted(fund, fill.symbol)
+                return Emitted(currency, fill.symbol)
             rejection = Rejection(codec.CONFLICTING_DUPLICATE, conflict)
-            return self._rejected(rejection, value, key, topic, partition, offset, headers, fund, fill.symbol)
+            return self._rejected(
+                rejection, value, key, topic, partition, offset, headers, currency, fill.symbol
+            )
         # Positional construction: building a NamedTuple by keyword costs several times more.
         return _new(
             Emitted,
             (
-                fund,
+                delta.fund,
                 fill.symbol,
-                codec.encode_delta(delta),
+                codec.encode_delta(delta),  # type: ignore[arg-type]
                 None if trigger is None else codec.encode_trigger(trigger, self.ledger.policy(trigger.fund)),
                 None,
                 None,
@@ -106,9 +112,56 @@ class Pipeline:
             ),
         )
 
+    def _operate(
+        self,
+        operation: FundOperation,
+        value: bytes | None,
+        key: bytes | None,
+        topic: str,
+        partition: int | None,
+        offset: int,
+        headers: Headers,
+    ) -> Emitted:
+        """Route, check and fold a top-up or withdrawal (SPEC section 8)."""
+        fund = operation.fund
+        ledger = self.ledger
+        currency = ledger.currency_of(fund)
+        if currency is None:
+            detail = f"field 'fund' names pool {fund!r}, which the pools file does not define"
+            return self._rejected(
+                Rejection(codec.INVALID_EVENT, detail), value, key, topic, partition, offset
+            )
+        policy = ledger.policy(fund)
+        if not policy.q(operation.amount):
+            detail = (
+                f"field 'amount' is {operation.amount}, which rounds to 0 at the fund's precision "
+                f"({policy.precision} places)"
+            )
+            return self._rejected(
+                Rejection(codec.INVALID_EVENT, detail), value, key, topic, partition, offset
+            )
+        if self.home is not None and topic == self.routed_topic:
+            home = self.home(currency)
+            if home != partition:
+                return self._forward(
+                    currency, codec.encode_operation, operation, value, key, topic, partition, offset, home
+                )
+        _, delta, _, conflict, refusal = ledger.operate(operation, currency)
+        if isinstance(delta, OperationDelta):
+            return Emitted(fund, None, codec.encode_operation_delta(delta))
+        if conflict is not None:
+            problem = Rejection(codec.CONFLICTING_DUPLICATE, conflict)
+        elif refusal is not None:
+            problem = Rejection(codec.OPERATION_REFUSED, refusal)
+        else:
+            return Emitted(fund, None)  # an identical duplicate
+        return self._rejected(problem, value, key, topic, partition, offset, headers, fund)
+
     @staticmethod
     def _forward(
-        fill: LiquidationFill,
+        currency: str,
+        compact: Callable[[Any], bytes],
+        event: LiquidationFill | FundOperation,
         value: bytes | None,
         key: bytes | None,
         topic: str,
@@ -120,10 +173,10 @@ class Pipeline:
         short_key = codec.dead_letter_key(key)
         if short_key is not None:
             origin.append((SOURCE_KEY_HEADER, short_key))
-        # a fill near the broker's size limit would not fit with the headers: forward it compact
+        # an event near the broker's size limit would not fit with the headers: forward it compact
         small = value is not None and len(value) <= codec.DEAD_LETTER_VALUE_LIMIT
-        forwarded = value if small else codec.encode_fill(fill)
-        return Emitted(fill.margin_currency, None, forward=forwarded, home=home, headers=origin)
+        forwarded = value if small else compact(event)
+        return Emitted(currency, None, forward=forwarded, home=home, headers=origin)
 
     def _rejected(
         self,
@@ -133,9 +186,9 @@ class Pipeline:
         topic: str,
         partition: int | None,
         offset: int,
-        headers: Headers,
-        fund: str | None,
-        symbol: str | None,
+        headers: Headers = (),
+        fund: str | None = None,
+        symbol: str | None = None,
     ) -> Emitted:
         if topic != self.routed_topic:  # origin headers are ours, on the re-partition topic only
             topic, partition, offset, key = _origin(headers, topic, partition, offset, key)

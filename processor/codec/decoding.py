@@ -1,5 +1,6 @@
-"""Bytes to a ``LiquidationFill`` or a ``Rejection``, never an exception: a fast path for the common
-message, and the schema's checks (``schema``) for everything else, so bad input is named, not raised."""
+"""Bytes to a ``LiquidationFill``, a ``FundOperation`` or a ``Rejection``, never an exception: a fast
+path for the common message (a fill), and the schemas' checks (``schema``) for everything else, so bad
+input is named, not raised."""
 
 from __future__ import annotations
 
@@ -13,6 +14,7 @@ import orjson
 
 from processor.codec.schema import (
     INPUT_SCHEMA,
+    OPERATION_SCHEMA,
     SCHEMA_DIR,
     SUPPORTED_VERSION,
     JsonNumber,
@@ -25,12 +27,14 @@ from processor.codec.schema import (
     _parse_decimal,
     _show,
 )
-from processor.domain.events import LiquidationFill
+from processor.domain.events import FundOperation, LiquidationFill
 
 INVALID_JSON = "invalid_json"
 INVALID_EVENT = "invalid_event"
 UNSUPPORTED_VERSION = "unsupported_version"
 CONFLICTING_DUPLICATE = "conflicting_duplicate"
+OPERATION_REFUSED = "operation_refused"
+FILL_TYPE = "liquidation_fill"
 
 _DECIMAL_CACHE_LIMIT = 1 << 12  # small enough to stay in the CPU cache
 _SYMBOL_CACHE_LIMIT = 1 << 12
@@ -46,36 +50,53 @@ class Rejection(NamedTuple):
     detail: str
 
 
-class FillDecoder:
-    """Turn message bytes into a ``LiquidationFill`` or a ``Rejection``; built from the input schema."""
+InputEvent = LiquidationFill | FundOperation
 
-    def __init__(self, schema: Mapping[str, Any]) -> None:
-        required = set(schema["required"])
-        properties = schema["properties"]
-        missing = set(LiquidationFill._fields) - set(properties)
-        if missing:
-            raise SchemaError(f"schema lacks fields {sorted(missing)}")
-        self._fields = [
-            _build_field(schema, name, properties[name], name in required)
-            for name in LiquidationFill._fields
-            if name != "version"
-        ]
+
+def _fields_of(schema: Mapping[str, Any], names: tuple[str, ...]) -> list[_Field]:
+    """The checks of ``names`` (but ``version``, checked apart), in that order."""
+    required = set(schema["required"])
+    properties = schema["properties"]
+    missing = set(names) - set(properties)
+    if missing:
+        raise SchemaError(f"schema lacks fields {sorted(missing)}")
+    return [
+        _build_field(schema, name, properties[name], name in required) for name in names if name != "version"
+    ]
+
+
+def _read_schema(directory: Path, name: str) -> dict[str, Any]:
+    try:
+        schema: dict[str, Any] = orjson.loads((directory / name).read_bytes())
+    except (OSError, orjson.JSONDecodeError) as error:
+        raise SchemaError(f"cannot read {directory / name}: {error}") from error
+    return schema
+
+
+class FillDecoder:
+    """Turn message bytes into a ``LiquidationFill``, a ``FundOperation`` (told apart by ``type``) or
+    a ``Rejection``; built from the input schemas (the operation schema read from ``SCHEMA_DIR``
+    unless given)."""
+
+    def __init__(self, schema: Mapping[str, Any], operation_schema: Mapping[str, Any] | None = None) -> None:
+        if operation_schema is None:
+            operation_schema = _read_schema(SCHEMA_DIR, OPERATION_SCHEMA)
+        self._fields = _fields_of(schema, LiquidationFill._fields)
+        self._operation_fields = _fields_of(operation_schema, FundOperation._fields)
+        self._operation_types = frozenset(operation_schema["properties"]["type"]["enum"])
+        self._types = ", ".join(repr(kind) for kind in (FILL_TYPE, *sorted(self._operation_types)))
         self._version_check = _integer_check("version", {})
-        self._fast = _fast_path({field.name: field for field in self._fields}, properties)
+        self._fast = _fast_path({field.name: field for field in self._fields}, schema["properties"])
 
     @classmethod
     def from_schema_dir(cls, directory: Path = SCHEMA_DIR) -> FillDecoder:
-        try:
-            schema = orjson.loads((directory / INPUT_SCHEMA).read_bytes())
-        except (OSError, orjson.JSONDecodeError) as error:
-            raise SchemaError(f"cannot read {directory / INPUT_SCHEMA}: {error}") from error
-        return cls(schema)
+        return cls(_read_schema(directory, INPUT_SCHEMA), _read_schema(directory, OPERATION_SCHEMA))
 
-    def decode(self, data: bytes | None) -> LiquidationFill | Rejection:
+    def decode(self, data: bytes | None) -> InputEvent | Rejection:
         fill = self._fast(data)
         return fill if fill is not None else self._decode_carefully(data)
 
-    def _decode_carefully(self, data: bytes | None) -> LiquidationFill | Rejection:
+    def _decode_carefully(self, data: bytes | None) -> InputEvent | Rejection:
         """Everything the fast path did not accept outright: parse again and take the reference path."""
         if data is None:
             return Rejection(INVALID_JSON, "message has no value (null); expected a JSON object")
@@ -90,7 +111,7 @@ class FillDecoder:
             return Rejection(INVALID_EVENT, f"message must be a JSON object, got {_describe_type(document)}")
         return self.from_document(document)
 
-    def from_document(self, document: dict[str, Any]) -> LiquidationFill | Rejection:
+    def from_document(self, document: dict[str, Any]) -> InputEvent | Rejection:
         """Check every field in schema order; the reference path, which also words the rejections."""
         version = document.get("version")
         if version is not None and (type(version) is not int or version != SUPPORTED_VERSION):
@@ -103,28 +124,45 @@ class FillDecoder:
                     UNSUPPORTED_VERSION,
                     f"field 'version' is {number}; this processor supports version {SUPPORTED_VERSION}",
                 )
-        values: list[Any] = []
-        append = values.append
-        get = document.get
-        try:
-            for field in self._fields:
-                value = get(field.name)
-                if value is None:
-                    if field.required:
-                        presence = "must not be null" if field.name in document else "is missing"
-                        raise _FieldError(f"required field '{field.name}' {presence}")
-                    append(field.default)
-                else:
-                    append(field.check(value))
-        except _FieldError as invalid:
-            return Rejection(INVALID_EVENT, str(invalid))
-        append(SUPPORTED_VERSION)
+        kind = document.get("type")
+        if kind is not None and kind != FILL_TYPE:
+            if type(kind) is str and kind in self._operation_types:
+                return self._operation(document)
+            return Rejection(INVALID_EVENT, f"field 'type' must be one of {self._types}, got {_show(kind)}")
+        values = _checked(self._fields, document)
+        if isinstance(values, Rejection):
+            return values
         fill = LiquidationFill._make(values)
         if not fill.quantity and not fill.unfilled_quantity:
             return Rejection(
                 INVALID_EVENT, "field 'quantity' may be 0 only when 'unfilled_quantity' is greater than 0"
             )
         return fill
+
+    def _operation(self, document: dict[str, Any]) -> FundOperation | Rejection:
+        values = _checked(self._operation_fields, document)
+        return values if isinstance(values, Rejection) else FundOperation._make(values)
+
+
+def _checked(fields: list[_Field], document: dict[str, Any]) -> list[Any] | Rejection:
+    """The values of ``fields`` in ``document``, checked in order, then the version; or why not."""
+    values: list[Any] = []
+    append = values.append
+    get = document.get
+    try:
+        for field in fields:
+            value = get(field.name)
+            if value is None:
+                if field.required:
+                    presence = "must not be null" if field.name in document else "is missing"
+                    raise _FieldError(f"required field '{field.name}' {presence}")
+                append(field.default)
+            else:
+                append(field.check(value))
+    except _FieldError as invalid:
+        return Rejection(INVALID_EVENT, str(invalid))
+    append(SUPPORTED_VERSION)
+    return values
 
 
 class _DecimalField:
@@ -223,6 +261,9 @@ def _fast_path(
             get = document.get
             version = get("version")
             if version is not None and (type(version) is not int or version != SUPPORTED_VERSION):
+                return None
+            kind = get("type")
+            if kind is not None and kind != FILL_TYPE:  # an operation, or a bad type
                 return None
             fill_id = get("fill_id")
             liquidation_id = get("liquidation_id")

@@ -11,7 +11,7 @@ from typing import Any, NamedTuple
 import orjson
 
 from processor.codec.decoding import Rejection
-from processor.domain.events import AdlTrigger, FundDelta, LiquidationFill
+from processor.domain.events import AdlTrigger, FundDelta, FundOperation, LiquidationFill, OperationDelta
 from processor.domain.state import EXACT, FundPolicy
 
 OUTPUT_VERSION = 1
@@ -61,6 +61,7 @@ def delta_document(delta: FundDelta) -> dict[str, Any]:
     faster than ``format``) and only a text in exponent notation is rewritten."""
     (
         fund,
+        margin_currency,
         symbol,
         liquidation_id,
         fill_id,
@@ -95,7 +96,7 @@ def delta_document(delta: FundDelta) -> dict[str, Any]:
     return {
         "delta_id": fill_id,
         "fund": fund,
-        "margin_currency": fund,
+        "margin_currency": margin_currency,
         "symbol": symbol,
         "liquidation_id": liquidation_id,
         "fill_id": fill_id,
@@ -136,15 +137,66 @@ def encode_fill(fill: LiquidationFill) -> bytes:
     )
 
 
+def encode_operation(operation: FundOperation) -> bytes:
+    """An operation as its canonical input document, which decodes to an equal operation."""
+    document: dict[str, Any] = {
+        "type": operation.type,
+        "operation_id": operation.operation_id,
+        "fund": operation.fund,
+        "amount": str(operation.amount),
+        "requested_by": operation.requested_by,
+        "reason": operation.reason,
+    }
+    if operation.transfer_id is not None:
+        document["transfer_id"] = operation.transfer_id
+    document["timestamp"] = operation.timestamp
+    document["version"] = operation.version
+    return orjson.dumps(document)
+
+
 def encode_delta(delta: FundDelta) -> bytes:
     return orjson.dumps(delta_document(delta))
+
+
+def operation_delta_document(delta: OperationDelta) -> dict[str, Any]:
+    """The delta of a top-up or withdrawal: the fill fields null, the fill's amounts zero."""
+    zero = amount_text(delta.amount * 0)  # the fund's zero, at its precision
+    document: dict[str, Any] = {
+        "delta_id": delta.operation_id,
+        "fund": delta.fund,
+        "margin_currency": delta.margin_currency,
+        "symbol": None,
+        "liquidation_id": None,
+        "fill_id": None,
+        "type": delta.type,
+        "operation_id": delta.operation_id,
+        "gross_pnl": zero,
+        "fee": zero,
+        "net": zero,
+        "amount": amount_text(delta.amount),
+        "shortfall": zero,
+        "balance_before": amount_text(delta.balance_before),
+        "balance_after": amount_text(delta.balance_after),
+        "requested_by": delta.requested_by,
+        "reason": delta.reason,
+    }
+    if delta.transfer_id is not None:
+        document["transfer_id"] = delta.transfer_id
+    document["sequence"] = delta.sequence
+    document["timestamp"] = delta.timestamp
+    document["version"] = OUTPUT_VERSION
+    return document
+
+
+def encode_operation_delta(delta: OperationDelta) -> bytes:
+    return orjson.dumps(operation_delta_document(delta))
 
 
 def trigger_document(trigger: AdlTrigger, policy: FundPolicy) -> dict[str, Any]:
     return {
         "trigger_id": trigger.trigger_id,
         "fund": trigger.fund,
-        "margin_currency": trigger.fund,
+        "margin_currency": trigger.margin_currency,
         "symbol": trigger.symbol,
         "liquidation_id": trigger.liquidation_id,
         "fill_id": trigger.fill_id,

@@ -11,7 +11,8 @@ import orjson
 
 from processor.codec.encoding import amount_text
 from processor.codec.schema import SUPPORTED_VERSION
-from processor.domain.events import LiquidationFill
+from processor.domain.events import FundOperation, LiquidationFill
+from processor.domain.fold import Applied
 from processor.domain.state import FundState
 
 #: Key of the tail records the faust-based worker (v1) wrote to every changelog partition; never a
@@ -20,7 +21,9 @@ TAIL_KEY = b"~"
 
 
 def state_document(state: FundState) -> dict[str, Any]:
-    return {
+    """SPEC section 5's fields, and section 8's once the fund has applied an operation (so a fund
+    without operations reads exactly as in v1)."""
+    document = {
         "fund": state.fund,
         "balance": amount_text(state.balance),
         "total_surplus": amount_text(state.total_surplus),
@@ -33,6 +36,11 @@ def state_document(state: FundState) -> dict[str, Any]:
         "last_timestamp": state.last_timestamp,
         "by_symbol": {symbol: amount_text(amount) for symbol, amount in sorted(state.by_symbol.items())},
     }
+    if state.operations:
+        document["operations"] = state.operations
+        document["total_top_ups"] = amount_text(state.total_top_ups)
+        document["total_withdrawals"] = amount_text(state.total_withdrawals)
+    return document
 
 
 def encode_states(states: Iterable[FundState]) -> bytes:
@@ -43,9 +51,11 @@ def encode_states(states: Iterable[FundState]) -> bytes:
 
 def decode_state(document: Mapping[str, Any]) -> FundState:
     """Read one fund's state back (from a table value or a state file)."""
+    balance = Decimal(document["balance"])
+    zero = balance * 0  # the fund's zero, at its precision
     return FundState(
         fund=document["fund"],
-        balance=Decimal(document["balance"]),
+        balance=balance,
         total_surplus=Decimal(document["total_surplus"]),
         total_paid=Decimal(document["total_paid"]),
         total_shortfall=Decimal(document["total_shortfall"]),
@@ -55,6 +65,9 @@ def decode_state(document: Mapping[str, Any]) -> FundState:
         sequence=document["sequence"],
         last_timestamp=document["last_timestamp"],
         by_symbol={symbol: Decimal(amount) for symbol, amount in document["by_symbol"].items()},
+        operations=document.get("operations", 0),
+        total_top_ups=Decimal(document.get("total_top_ups", zero)),
+        total_withdrawals=Decimal(document.get("total_withdrawals", zero)),
     )
 
 
@@ -74,8 +87,9 @@ def decode_fund_record(data: bytes) -> FundRecord:
     return FundRecord(decode_state(document["state"]), dict(document["applied_offsets"]))
 
 
-def _fill_row(fill: LiquidationFill) -> list[Any]:
-    return [
+def _fill_row(fill: LiquidationFill, fund: str) -> list[Any]:
+    """A fill as a segment row; a pool's fill (whose currency is not its fund id) adds its currency."""
+    row = [
         fill.fill_id,
         fill.liquidation_id,
         fill.symbol,
@@ -89,16 +103,55 @@ def _fill_row(fill: LiquidationFill) -> list[Any]:
         str(fill.fee),
         fill.timestamp,
     ]
+    if fill.margin_currency != fund:
+        row.append(fill.margin_currency)
+    return row
 
 
-def encode_fill_segment(fills: Iterable[LiquidationFill]) -> bytes:
-    """The fills one batch applied to one fund, kept so a restarted worker still knows its duplicates."""
-    return orjson.dumps([_fill_row(fill) for fill in fills])
+def _operation_row(operation: FundOperation) -> dict[str, Any]:
+    """An operation as a segment row: an object, where a fill's row is an array."""
+    return {
+        "operation_id": operation.operation_id,
+        "type": operation.type,
+        "amount": str(operation.amount),
+        "requested_by": operation.requested_by,
+        "reason": operation.reason,
+        "transfer_id": operation.transfer_id,
+        "timestamp": operation.timestamp,
+    }
 
 
-def decode_fill_segment(fund: str, data: bytes) -> list[LiquidationFill]:
-    fills = []
+def operation_from_row(fund: str, row: Mapping[str, Any]) -> FundOperation:
+    return FundOperation(
+        row["operation_id"],
+        row["type"],
+        fund,
+        Decimal(row["amount"]),
+        row["requested_by"],
+        row["reason"],
+        row["transfer_id"],
+        row["timestamp"],
+        SUPPORTED_VERSION,
+    )
+
+
+def encode_fill_segment(fund: str, events: Iterable[Applied]) -> bytes:
+    """The fills and operations one batch applied to ``fund``, kept so a restarted worker still knows
+    its duplicates."""
+    rows = [
+        _fill_row(event, fund) if isinstance(event, LiquidationFill) else _operation_row(event)
+        for event in events
+    ]
+    return orjson.dumps(rows)
+
+
+def decode_fill_segment(fund: str, data: bytes) -> list[Applied]:
+    events: list[Applied] = []
     for row in orjson.loads(data):
+        if type(row) is dict:
+            events.append(operation_from_row(fund, row))
+            continue
+        currency = row[12] if len(row) > 12 else fund
         (
             fill_id,
             liquidation_id,
@@ -112,13 +165,13 @@ def decode_fill_segment(fund: str, data: bytes) -> list[LiquidationFill]:
             unfilled_quantity,
             fee,
             timestamp,
-        ) = row
-        fills.append(
+        ) = row[:12]
+        events.append(
             LiquidationFill(
                 fill_id,
                 liquidation_id,
                 symbol,
-                fund,
+                currency,
                 side,
                 contract_type,
                 Decimal(contract_size),
@@ -131,4 +184,4 @@ def decode_fill_segment(fund: str, data: bytes) -> list[LiquidationFill]:
                 SUPPORTED_VERSION,
             )
         )
-    return fills
+    return events

@@ -1,5 +1,6 @@
-"""Field checks built once from ``schemas/liquidation_fill.v1.json``, so the schema file stays the one
-statement of what a valid fill is; a schema the codec cannot read fails start-up with ``SchemaError``."""
+"""Field checks built once from ``schemas/liquidation_fill.v1.json`` and ``schemas/fund_operation.v1.json``,
+so the schema files stay the one statement of what a valid input event is; a schema the codec cannot
+read fails start-up with ``SchemaError``."""
 
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ from typing import Any, NamedTuple
 
 SCHEMA_DIR = Path(__file__).resolve().parent.parent.parent / "schemas"
 INPUT_SCHEMA = "liquidation_fill.v1.json"
+OPERATION_SCHEMA = "fund_operation.v1.json"
 SUPPORTED_VERSION = 1
 
 _SHOWN_VALUE_LIMIT = 60
@@ -226,16 +228,22 @@ def _build_field(schema: Mapping[str, Any], name: str, spec: Mapping[str, Any], 
         check = _decimal_check(name, rule)
     elif "enum" in spec:
         check = _enum_check(name, spec)
-    elif spec.get("type") == "string":
+    elif "string" in _types(spec):
         check = _string_check(name, spec)
-    elif spec.get("type") == "integer":
+    elif "integer" in _types(spec):
         check = _integer_check(name, spec)
     else:
         raise SchemaError(f"property {name!r} has no kind the codec knows")
     default = spec.get("default")
-    if not required and default is None:
-        raise SchemaError(f"optional property {name!r} needs a default")
+    if not required and "default" not in spec:
+        raise SchemaError(f"optional property {name!r} needs a default (null included)")
     return _Field(name, check, required, check(default) if default is not None else None, rule)
+
+
+def _types(spec: Mapping[str, Any]) -> tuple[str, ...]:
+    """A property's JSON types: ``"type"`` may name one or list several (``["string", "null"]``)."""
+    kinds = spec.get("type", ())
+    return (kinds,) if isinstance(kinds, str) else tuple(kinds)
 
 
 def _parse_decimal(text: str) -> Decimal | None:

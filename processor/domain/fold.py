@@ -4,10 +4,17 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from contextlib import contextmanager
-from decimal import Context, getcontext, setcontext
+from decimal import Context, Decimal, getcontext, setcontext
 from typing import NamedTuple
 
-from processor.domain.events import OPPOSITE_SIDE, AdlTrigger, FundDelta, LiquidationFill
+from processor.domain.events import (
+    OPPOSITE_SIDE,
+    AdlTrigger,
+    FundDelta,
+    FundOperation,
+    LiquidationFill,
+    OperationDelta,
+)
 from processor.domain.state import EXACT, FundPolicy, FundState
 
 _ROUND = EXACT.rounding
@@ -16,18 +23,23 @@ _ROUND = EXACT.rounding
 _new = tuple.__new__
 
 
+#: What a fund remembers under an idempotency key: the fill or operation applied with it.
+Applied = LiquidationFill | FundOperation
+
+
 class Outcome(NamedTuple):
-    """What one fill did to its fund.
+    """What one fill or operation did to its fund.
 
     Accepted: ``delta`` is set (and ``trigger`` when ADL is needed). Identical duplicate: only the
     state's ``duplicates`` moved. Conflicting duplicate: ``conflict`` names the differing fields and
-    the state is unchanged.
+    the state is unchanged. Refused withdrawal: ``refusal`` says why, and the state is unchanged.
     """
 
     state: FundState
-    delta: FundDelta | None = None
+    delta: FundDelta | OperationDelta | None = None
     trigger: AdlTrigger | None = None
     conflict: str | None = None
+    refusal: str | None = None
 
 
 @contextmanager
@@ -46,10 +58,8 @@ def exact_arithmetic() -> Iterator[Context]:
         setcontext(previous)
 
 
-def apply(
-    state: FundState, fill: LiquidationFill, policy: FundPolicy, applied: LiquidationFill | None
-) -> Outcome:
-    """Fold ``fill`` into ``state``; ``applied`` is the fill already applied under the same fill_id.
+def apply(state: FundState, fill: LiquidationFill, policy: FundPolicy, applied: Applied | None) -> Outcome:
+    """Fold ``fill`` into ``state``; ``applied`` is what was already applied under the same id.
 
     Arithmetic runs in the ``EXACT`` decimal context. Drivers that fold many fills enter it once
     (``with exact_arithmetic():``); a lone call enters it here.
@@ -60,13 +70,13 @@ def apply(
     if applied is not None:
         if applied == fill:
             return Outcome(state._replace(duplicates=state.duplicates + 1))
-        return Outcome(state, conflict=describe_conflict(applied, fill))
+        return Outcome(state, conflict=describe_conflict(state.fund, applied, fill))
 
     (
         fill_id,
         liquidation_id,
         symbol,
-        _,
+        margin_currency,
         side,
         contract_type,
         contract_size,
@@ -90,6 +100,9 @@ def apply(
         sequence,
         _,
         by_symbol,
+        operations,
+        total_top_ups,
+        total_withdrawals,
     ) = state
     quantum, floor, _, zero = policy
 
@@ -124,6 +137,7 @@ def apply(
         FundDelta,
         (
             fund,
+            margin_currency,
             symbol,
             liquidation_id,
             fill_id,
@@ -153,6 +167,7 @@ def apply(
             AdlTrigger,
             (
                 fund,
+                margin_currency,
                 symbol,
                 liquidation_id,
                 fill_id,
@@ -186,19 +201,85 @@ def apply(
             sequence,
             timestamp,
             by_symbol,
+            operations,
+            total_top_ups,
+            total_withdrawals,
         ),
     )
-    return _new(Outcome, (new_state, delta, trigger, None))
+    return _new(Outcome, (new_state, delta, trigger, None, None))
 
 
-def describe_conflict(applied: LiquidationFill, fill: LiquidationFill) -> str:
-    """Say which fields of a re-sent fill differ from the one already applied."""
+def apply_operation(
+    state: FundState, operation: FundOperation, policy: FundPolicy, currency: str, applied: Applied | None
+) -> Outcome:
+    """Fold a top-up or withdrawal of ``currency`` into ``state`` (SPEC section 8).
+
+    A withdrawal that would take the balance below the floor is refused: nothing changes, and the
+    operation is not remembered, so sending it again later tries again.
+    """
+    if getcontext() is not EXACT:
+        with exact_arithmetic():
+            return apply_operation(state, operation, policy, currency, applied)
+    if applied is not None:
+        if applied == operation:
+            return Outcome(state._replace(duplicates=state.duplicates + 1))
+        return Outcome(state, conflict=describe_conflict(state.fund, applied, operation))
+    amount = policy.q(operation.amount)
+    balance_before = state.balance
+    if operation.type == "top_up":
+        signed = amount
+        top_ups, withdrawals = state.total_top_ups + amount, state.total_withdrawals
+    else:
+        if balance_before - amount < policy.floor:
+            return Outcome(state, refusal=describe_refusal(state.fund, balance_before, policy.floor, amount))
+        signed = policy.zero - amount
+        top_ups, withdrawals = state.total_top_ups, state.total_withdrawals + amount
+    balance_after = balance_before + signed
+    sequence = state.sequence + 1
+    timestamp = operation.timestamp
+    delta = OperationDelta(
+        state.fund,
+        currency,
+        operation.operation_id,
+        operation.type,
+        signed,
+        balance_before,
+        balance_after,
+        operation.requested_by,
+        operation.reason,
+        operation.transfer_id,
+        sequence,
+        timestamp,
+    )
+    new_state = state._replace(
+        balance=balance_after,
+        sequence=sequence,
+        last_timestamp=timestamp,
+        operations=state.operations + 1,
+        total_top_ups=top_ups,
+        total_withdrawals=withdrawals,
+    )
+    return Outcome(new_state, delta)
+
+
+def describe_refusal(fund: str, balance: Decimal, floor: Decimal, amount: Decimal) -> str:
+    return (
+        f"withdrawal of amount {amount:f} from fund {fund} refused: balance {balance:f} - amount "
+        f"{amount:f} would fall below the floor {floor:f}"
+    )
+
+
+def describe_conflict(fund: str, applied: Applied, event: Applied) -> str:
+    """Say which fields of a re-sent fill or operation differ from the one already applied."""
+    kind, key = ("fill_id", event[0]) if type(event) is LiquidationFill else ("operation_id", event[0])
+    if type(applied) is not type(event):
+        other = "a fill" if type(applied) is LiquidationFill else "an operation"
+        return f"{kind} {key!r} was already used by {other} applied to fund {fund}"
     differences = [
         f"{name} {new!s} (applied: {old!s})"
-        for name, old, new in zip(LiquidationFill._fields, applied, fill, strict=True)
+        for name, old, new in zip(type(event)._fields, applied, event, strict=True)
         if old != new
     ]
     return (
-        f"fill_id {fill.fill_id!r} was already applied to fund {fill.margin_currency} "
-        f"with different content: {', '.join(differences)}"
+        f"{kind} {key!r} was already applied to fund {fund} with different content: {', '.join(differences)}"
     )

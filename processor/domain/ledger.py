@@ -1,4 +1,4 @@
-"""Drive the fold over a sequence of fills: fund states plus the duplicate window, kept in memory.
+"""Drive the fold over a sequence of fills and operations: fund states plus the duplicate window.
 
 File replay, topic replay and the benchmarks fold through a ``Ledger``; the streaming worker keeps the
 same two pieces of state in changelog-backed tables and calls the same ``apply``.
@@ -11,8 +11,8 @@ from collections.abc import Callable, Iterator, Mapping, MutableMapping, Sequenc
 from decimal import Decimal
 from heapq import heappop, heappush
 
-from processor.domain.events import LiquidationFill
-from processor.domain.fold import Outcome, apply
+from processor.domain.events import FundOperation, LiquidationFill
+from processor.domain.fold import Applied, Outcome, apply, apply_operation
 from processor.domain.state import FundPolicy, FundRules, FundState
 
 DEFAULT_DUPLICATE_WINDOW_MS = 7 * 24 * 3600 * 1000
@@ -90,6 +90,55 @@ def unpack_fill(fill_id: str, packed: bytes) -> LiquidationFill:
     )
 
 
+def pack_operation(operation: FundOperation) -> bytes:
+    """A remembered operation (but its id): like a fill's, with an empty second field (a fill's
+    fund is never empty), and the free-form texts last, their lengths in front."""
+    requested_by, reason, transfer_id = operation.requested_by, operation.reason, operation.transfer_id
+    return _SEPARATOR.join(
+        (
+            str(operation.timestamp),
+            "",
+            operation.type,
+            operation.fund,
+            str(operation.amount),
+            str(operation.version),
+            str(len(requested_by)),
+            str(len(reason)),
+            str(-1 if transfer_id is None else len(transfer_id)),
+            requested_by + reason + (transfer_id or ""),
+        )
+    ).encode()
+
+
+def unpack_operation(operation_id: str, packed: bytes) -> FundOperation:
+    """The operation ``pack_operation`` packed, equal to it field by field."""
+    timestamp, _, kind, fund, amount, version, by_length, reason_length, transfer_length, rest = (
+        packed.decode().split(_SEPARATOR, 9)
+    )
+    by_end = int(by_length)
+    reason_end = by_end + int(reason_length)
+    transfer = int(transfer_length)
+    return FundOperation(
+        operation_id,
+        kind,  # type: ignore[arg-type]
+        fund,
+        Decimal(amount),
+        rest[:by_end],
+        rest[by_end:reason_end],
+        None if transfer < 0 else rest[reason_end:],
+        int(timestamp),
+        int(version),
+    )
+
+
+def unpack(key: str, packed: bytes) -> Applied:
+    """The fill or operation remembered under ``key``."""
+    cut = packed.index(_SEPARATOR_BYTE) + 1
+    if packed[cut : cut + 1] == _SEPARATOR_BYTE:
+        return unpack_operation(key, packed)
+    return unpack_fill(key, packed)
+
+
 def _packed_timestamp(packed: bytes) -> int:
     return int(packed[: packed.index(_SEPARATOR_BYTE)])
 
@@ -132,8 +181,8 @@ class DuplicateWindow:
     def __len__(self) -> int:
         return len(self._fills)
 
-    def __iter__(self) -> Iterator[LiquidationFill]:
-        return (unpack_fill(fill_id.decode(), packed) for fill_id, packed in self._fills.items())
+    def __iter__(self) -> Iterator[Applied]:
+        return (unpack(fill_id.decode(), packed) for fill_id, packed in self._fills.items())
 
     def clear(self) -> None:
         """Forget every fill (the fund moved to another worker)."""
@@ -143,12 +192,15 @@ class DuplicateWindow:
         self._expiry_head = 0
         self._late.clear()
 
-    def get(self, fill_id: str) -> LiquidationFill | None:
+    def get(self, fill_id: str) -> Applied | None:
         packed = self._fills.get(fill_id.encode())
-        return unpack_fill(fill_id, packed) if packed is not None else None
+        return unpack(fill_id, packed) if packed is not None else None
 
     def remember(self, fill: LiquidationFill) -> None:
         self.remember_packed(fill.fill_id, fill.timestamp, pack_fill(fill))
+
+    def remember_operation(self, operation: FundOperation) -> None:
+        self.remember_packed(operation.operation_id, operation.timestamp, pack_operation(operation))
 
     def remember_packed(self, fill_id: str, timestamp: int, packed: bytes) -> None:
         """Remember a fill already packed (restoring from the changelog packs without decimals)."""
@@ -187,7 +239,8 @@ class DuplicateWindow:
 
 
 class Ledger:
-    """Every fund's state and duplicate window, folded one fill at a time through ``apply``."""
+    """Every fund's state and duplicate window, folded one event at a time through ``apply`` and
+    ``apply_operation``; fills go to the fund the rules' pools give them (SPEC section 7)."""
 
     def __init__(
         self,
@@ -201,9 +254,11 @@ class Ledger:
         self.funds: dict[str, FundState] = {}
         self.windows: dict[str, DuplicateWindow] = {}
         self._policies: dict[str, FundPolicy] = {}
+        pools = self.rules.pools
+        self._route = pools.fund_of if pools else None
         #: When set (by the streaming worker), every fund ``fold`` touches gets an entry here, with
-        #: the fills it applied: what the fund's changelog records must carry at the next flush.
-        self.journal: dict[str, list[LiquidationFill]] | None = None
+        #: the events it applied: what the fund's changelog records must carry at the next flush.
+        self.journal: dict[str, list[Applied]] | None = None
 
     def policy(self, fund: str) -> FundPolicy:
         policy = self._policies.get(fund)
@@ -211,8 +266,18 @@ class Ledger:
             policy = self._policies[fund] = self.rules.policy_for(fund)
         return policy
 
+    def currency_of(self, fund: str) -> str | None:
+        """The currency of a fund id; ``None`` for a pool the rules do not define."""
+        return self.rules.pools.currency_of(fund)
+
     def fold(self, fill: LiquidationFill) -> Outcome:
-        fund = fill.margin_currency
+        """Fold a fill into its fund: its pool's, else its currency's."""
+        route = self._route
+        fund = (
+            fill.margin_currency
+            if route is None
+            else route(fill.margin_currency, fill.symbol, fill.timestamp)
+        )
         policy = self._policies.get(fund) or self.policy(fund)
         state = self.funds.get(fund)
         window = self.windows.get(fund)
@@ -231,6 +296,22 @@ class Ledger:
                 entries.append(fill)
         if outcome.delta is not None:
             window.remember(fill)
+        return outcome
+
+    def operate(self, operation: FundOperation, currency: str) -> Outcome:
+        """Fold a top-up or withdrawal of fund ``operation.fund``, whose currency is ``currency``."""
+        fund = operation.fund
+        policy = self.policy(fund)
+        state = self.funds.get(fund) or FundState.opened(fund, policy)
+        window = self.windows.get(fund) or self.open_window(fund)
+        outcome = apply_operation(state, operation, policy, currency, window.get(operation.operation_id))
+        self.funds[fund] = outcome.state
+        if self.journal is not None:
+            entries = self.journal.setdefault(fund, [])
+            if outcome.delta is not None:
+                entries.append(operation)
+        if outcome.delta is not None:
+            window.remember_operation(operation)
         return outcome
 
     def open_window(self, fund: str) -> DuplicateWindow:

@@ -6,6 +6,8 @@ from collections.abc import Mapping
 from decimal import ROUND_HALF_EVEN, Context, Decimal
 from typing import NamedTuple
 
+from processor.domain.pools import FundPools
+
 #: Context for every computation that moves money: wide enough that sums, products and the
 #: inverse-contract quotient are exact (or, for the quotient, rounded far below the fund's precision).
 EXACT = Context(prec=120, rounding=ROUND_HALF_EVEN, Emax=999_999, Emin=-999_999)
@@ -38,19 +40,33 @@ class FundRules(NamedTuple):
     floor: Mapping[str, Decimal] = {}
     default_floor: Decimal = Decimal(0)
     initial_balance: Mapping[str, Decimal] = {}
+    pools: FundPools = FundPools()
 
     def policy_for(self, fund: str) -> FundPolicy:
-        places = self.precision.get(fund, self.default_precision)
+        """A currency fund's policy from the per-currency settings; a pool's from its own initial
+        balance and floor (or the defaults), at its currency's precision."""
+        pool = self.pools.by_fund.get(fund)
+        currency = pool.currency if pool is not None else fund
+        places = self.precision.get(currency, self.default_precision)
         quantum = Decimal(1).scaleb(-places)
         zero = quantum * 0
+        if pool is None:
+            floor = self.floor.get(fund, self.default_floor)
+            initial = self.initial_balance.get(fund, Decimal(0))
+        else:
+            floor = pool.floor if pool.floor is not None else self.default_floor
+            initial = pool.initial_balance if pool.initial_balance is not None else Decimal(0)
         # Adding a positive zero turns a rounded -0 into 0.
-        floor = self.floor.get(fund, self.default_floor).quantize(quantum, ROUND_HALF_EVEN, EXACT) + zero
-        initial = self.initial_balance.get(fund, Decimal(0)).quantize(quantum, ROUND_HALF_EVEN, EXACT) + zero
+        floor = floor.quantize(quantum, ROUND_HALF_EVEN, EXACT) + zero
+        initial = initial.quantize(quantum, ROUND_HALF_EVEN, EXACT) + zero
         return FundPolicy(quantum=quantum, floor=floor, initial_balance=initial, zero=zero)
 
 
 class FundState(NamedTuple):
-    """One insurance fund after the fills folded into it so far (SPEC section 5)."""
+    """One insurance fund after the fills and operations folded into it so far (SPEC sections 5, 8).
+
+    ``balance = initial + total_surplus - total_paid + total_top_ups - total_withdrawals``.
+    """
 
     fund: str
     balance: Decimal
@@ -63,6 +79,9 @@ class FundState(NamedTuple):
     sequence: int
     last_timestamp: int | None
     by_symbol: Mapping[str, Decimal]
+    operations: int
+    total_top_ups: Decimal
+    total_withdrawals: Decimal
 
     @classmethod
     def opened(cls, fund: str, policy: FundPolicy) -> FundState:
@@ -79,4 +98,7 @@ class FundState(NamedTuple):
             sequence=0,
             last_timestamp=None,
             by_symbol={},
+            operations=0,
+            total_top_ups=zero,
+            total_withdrawals=zero,
         )

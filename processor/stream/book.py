@@ -1,19 +1,21 @@
 """The owned funds and their changelog records: a ``Ledger`` restored from, and flushed to, two tables.
 
 ``funds`` holds one record per fund (state plus the last input offset applied from each source
-partition); ``seen`` holds the fills each batch applied, in segments keyed ``<fund>/<first sequence>``,
-so that a restarted worker still recognises duplicates for the whole window. Records are written
-once per fund per batch, not once per fill, and travel in the batch's transaction. The ledger's
-journal says which funds a batch touched and which fills it applied.
+partition); ``seen`` holds the fills and operations each batch applied, in segments keyed
+``<fund>/<first sequence>``, so that a restarted worker still recognises duplicates for the whole
+window. Records are written once per fund per batch, not once per event, and travel in the batch's
+transaction. The ledger's journal says which funds a batch touched and what it applied.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 
 from processor import codec
 from processor.codec import FundRecord
+from processor.domain.events import LiquidationFill
+from processor.domain.fold import Applied
 from processor.domain.ledger import Ledger, pack_text
 from processor.domain.state import FundState
 
@@ -23,6 +25,7 @@ FUNDS, SEEN = "funds", "seen"
 #: Fills per segment record: a row is at most ~700 bytes (ids of 128 characters, 18-place decimals),
 #: so a segment stays below the broker's 1 MB default message size.
 SEGMENT_FILLS = 1000
+OPERATION_WEIGHT = 8
 ACCEPTED_VERSION = "1"  # segments hold applied fills only, and only version 1 is accepted
 Write = tuple[str, bytes, bytes | None]  # table, key, value (None deletes)
 
@@ -95,11 +98,10 @@ class FundBook:
             writes += self._expire(name, fund)
             state = self.ledger.funds[name]
             first_sequence = state.sequence - len(applied) + 1
-            for start in range(0, len(applied), SEGMENT_FILLS):  # each record well below 1 MB
-                chunk = applied[start : start + SEGMENT_FILLS]
+            for start, chunk in _segments(applied):  # each record well below 1 MB
                 key = name.encode() + SEGMENT_SEPARATOR + b"%012d" % (first_sequence + start)
-                writes.append((SEEN, key, codec.encode_fill_segment(chunk)))
-                fund.segments[key] = max(fill.timestamp for fill in chunk)
+                writes.append((SEEN, key, codec.encode_fill_segment(name, chunk)))
+                fund.segments[key] = max(event.timestamp for event in chunk)
             record = FundRecord(state, dict(fund.applied_offsets))
             writes.append((FUNDS, name.encode(), codec.encode_fund_record(record)))
             states.append(state)
@@ -115,6 +117,20 @@ class FundBook:
         for key in expired:
             del fund.segments[key]
         return [(SEEN, key, None) for key in expired]
+
+
+def _segments(applied: list[Applied]) -> Iterator[tuple[int, list[Applied]]]:
+    """Cut a fund's applied events into segments of at most ``SEGMENT_FILLS`` fills' worth: an
+    operation's row (free-form texts up to 512 characters) weighs ``OPERATION_WEIGHT`` fills."""
+    start = weight = 0
+    for index, event in enumerate(applied):
+        cost = 1 if isinstance(event, LiquidationFill) else OPERATION_WEIGHT
+        if weight + cost > SEGMENT_FILLS:
+            yield start, applied[start:index]
+            start, weight = index, 0
+        weight += cost
+    if start < len(applied):
+        yield start, applied[start:]
 
 
 class Restoring:
@@ -153,11 +169,18 @@ class Restoring:
         window = ledger.windows.get(name) or ledger.open_window(name)
         remember = window.remember_packed
         newest = -1
-        # a row is fill_id, liquidation_id, symbol, then the packed fields in order, timestamp last
+        # A fill's row is fill_id, liquidation_id, symbol, then the packed fields in order, the
+        # timestamp, and a pool's fill adds its currency; an operation's row is an object.
         for row in rows:
-            timestamp = row[11]
-            packed = pack_text(str(timestamp), name, (*row[3:11], ACCEPTED_VERSION), row[1], row[2])
-            remember(row[0], timestamp, packed)
+            if type(row) is dict:
+                operation = codec.operation_from_row(name, row)
+                window.remember_operation(operation)
+                timestamp = operation.timestamp
+            else:
+                timestamp = row[11]
+                currency = row[12] if len(row) > 12 else name
+                packed = pack_text(str(timestamp), currency, (*row[3:11], ACCEPTED_VERSION), row[1], row[2])
+                remember(row[0], timestamp, packed)
             newest = max(newest, timestamp)
         segments[key] = newest
 

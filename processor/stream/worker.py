@@ -85,7 +85,7 @@ class Worker:
             settings.store, settings.data_dir / f"{settings.app_id}-{self.member_id}"
         )
         self.ledger = Ledger(settings.rules, settings.duplicate_window_ms, store)
-        self.book = FundBook(self.ledger, self._home)
+        self.book = FundBook(self.ledger, self._fund_home)
         self.transactions = Transactions(
             settings.app_id, settings.app_id, self.options, self._owns, settings.connect_timeout_seconds
         )
@@ -126,8 +126,12 @@ class Worker:
     def _waiting_for_broker(self, message: str) -> None:
         self.reason = message
 
-    def _home(self, fund: str) -> int:
-        return home_partition(fund, self.partitions)
+    def _home(self, currency: str) -> int:
+        """The partition a currency's funds live on (SPEC section 7: pools too)."""
+        return home_partition(currency, self.partitions)
+
+    def _fund_home(self, fund: str) -> int:
+        return home_partition(self.ledger.currency_of(fund) or fund, self.partitions)
 
     def _owns(self, partition: int) -> bool:
         return partition in self.owned

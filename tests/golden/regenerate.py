@@ -6,6 +6,7 @@ from decimal import Decimal
 from pathlib import Path
 
 from processor.codec import FillDecoder
+from processor.config import load_pools
 from processor.domain.ledger import Ledger
 from processor.domain.state import FundRules
 from processor.pipeline import Pipeline
@@ -22,8 +23,15 @@ def scenarios() -> list[Path]:
     return sorted(path for path in GOLDEN.iterdir() if (path / "input.jsonl").is_file())
 
 
+def rules_of(scenario: Path) -> FundRules:
+    """The shared rules, with the scenario's ``pools.toml`` when it has one (SPEC section 7)."""
+    pools = scenario / "pools.toml"
+    return RULES._replace(pools=load_pools(str(pools))) if pools.is_file() else RULES
+
+
 def replay_scenario(scenario: Path, out: Path) -> None:
-    pipeline = Pipeline(FillDecoder.from_schema_dir(), Ledger(RULES), clock_ms=lambda: FIXED_CLOCK_MS)
+    ledger = Ledger(rules_of(scenario))
+    pipeline = Pipeline(FillDecoder.from_schema_dir(), ledger, clock_ms=lambda: FIXED_CLOCK_MS)
     outputs = OutputFiles(out / "state.json", out / "deltas.jsonl", out / "adl.jsonl", out / "dlq.jsonl")
     replay_lines(read_lines(str(scenario / "input.jsonl")), pipeline, outputs, "input.jsonl")
 

@@ -78,7 +78,7 @@ def test_a_fund_record_reads_back_as_written() -> None:
 
 
 def test_an_empty_fill_segment_reads_back_empty() -> None:
-    assert codec.decode_fill_segment("USDT", codec.encode_fill_segment([])) == []
+    assert codec.decode_fill_segment("USDT", codec.encode_fill_segment("USDT", [])) == []
 
 
 @given(fill_events(extremes=True))
@@ -86,4 +86,4 @@ def test_a_fill_segment_reads_back_as_written(event: FillEvent) -> None:
     fill = DECODER.decode(event.encode())
     assert isinstance(fill, LiquidationFill)
     segment = [fill, fill._replace(fill_id=fill.fill_id + "-next", quantity=D(0), unfilled_quantity=D(1))]
-    assert codec.decode_fill_segment(fill.margin_currency, codec.encode_fill_segment(segment)) == segment
+    assert codec.decode_fill_segment(fill.margin_currency, codec.encode_fill_segment(fill.margin_currency, segment)) == segment
