@@ -15,6 +15,7 @@ import orjson
 from aiokafka import AIOKafkaProducer
 
 from processor import codec
+from processor.domain.pools import FundPools
 from processor.domain.state import FundRules
 from processor.simulate import MARKETS, Market
 from processor.simulate import fills as simulated_fills
@@ -82,11 +83,17 @@ class PacedProducer(threading.Thread):
     one idempotent producer that retries for as long as a broker restart takes (never twice a record)."""
 
     def __init__(
-        self, bootstrap: str, topic: str, messages: list[bytes], seconds: float, chunk: int = 250
+        self,
+        bootstrap: str,
+        topic: str,
+        messages: list[bytes],
+        seconds: float,
+        chunk: int = 250,
+        pools: FundPools | None = None,
     ) -> None:
         super().__init__(daemon=True)
         self.bootstrap, self.topic, self.seconds, self.chunk = bootstrap, topic, seconds, chunk
-        self.keyed = keyed_by_currency(messages)
+        self.keyed = keyed_by_currency(messages, pools)
         self.error: BaseException | None = None
         self.sent = 0  # messages acknowledged by the broker
         self._deadline: float | None = None

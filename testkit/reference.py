@@ -10,6 +10,7 @@ import orjson
 from processor import codec
 from processor.codec import FillDecoder
 from processor.domain.ledger import Ledger
+from processor.domain.pools import FundPools
 from processor.domain.state import FundRules
 from processor.pipeline import Pipeline
 from processor.stream.produce import key_of
@@ -41,5 +42,9 @@ def by_fund(records: list[bytes]) -> dict[str, list[bytes]]:
     return dict(ledgers)
 
 
-def keyed_by_currency(messages: list[bytes]) -> list[tuple[bytes | None, bytes | None]]:
-    return [(key_of(message), message) for message in messages]
+def keyed_by_currency(
+    messages: list[bytes], pools: FundPools | None = None
+) -> list[tuple[bytes | None, bytes | None]]:
+    """Each message with the key a producer gives it: its (fund's) currency."""
+    pools = pools if pools is not None else FundPools()
+    return [(key_of(message, pools), message) for message in messages]

@@ -21,6 +21,7 @@ from processor.simulate import MARKETS, Market
 from testkit.broker import JarBroker, create_topics
 from testkit.harness import PacedProducer, Tally, messages, peak_rss, rules_env, tally_outputs
 from testkit.reference import FileReplay
+from testkit.treasury import with_treasury
 from testkit.worker import RunningWorker, WorkerConfig
 
 RULES = FundRules(
@@ -149,22 +150,36 @@ def kill_scenario(
     busy_share: float = 0.5,
     startup_share: float = 0.25,
     pause: tuple[float, float] = (0.2, 8.0),
+    treasury: bool = False,
     say: Say = _quiet,
 ) -> Tally:
     """Stream ``fills`` while SIGKILLing the worker ``kills`` times, restarting it (same WORKER_ID) each
-    time. Each kill is aimed at random: mid-stream (``busy_share``: once the new incarnation is healthy
-    and has taken input, up to a second later), at start-up (``startup_share``: between a quarter of
-    and the median time the incarnations so far took to take input, so while joining, claiming,
-    restoring or in the first batches), or at any moment (a random ``pause`` after the start). Whether
-    it did land while the worker was processing is measured, not assumed: see ``_stop_moment``."""
+    time. With ``treasury``, some fills belong to pools and operations (transfers included) are woven
+    into the stream (``testkit.treasury``). Each kill is aimed at random: mid-stream (``busy_share``:
+    once the new incarnation is healthy and has taken input, up to a second later), at start-up
+    (``startup_share``: between a quarter of and the median time the incarnations so far took to take
+    input, so while joining, claiming, restoring or in the first batches), or at any moment (a random
+    ``pause`` after the start). Whether it did land while the worker was processing is measured, not
+    assumed: see ``_stop_moment``."""
     started = time.monotonic()
     rng = random.Random(seed)
-    tally = Tally("kill -9")
+    tally = Tally("kill -9, pools + treasury" if treasury else "kill -9")
     everything, bad = messages(fills, seed)
-    expected = FileReplay(everything, RULES)
     config = _config(bootstrap, scratch, partitions)
+    rules = RULES
+    if treasury:
+        everything, rules, env = with_treasury(everything, rules, scratch, seed)
+        config.extra_env.update(env)
+    expected = FileReplay(everything, rules)
+    if treasury:  # refusals and conflicts are dead letters too
+        bad = [letter["value"].encode() for letter in expected.dead_letters]
     producer = PacedProducer(
-        bootstrap, config.input_topic, everything, seconds=kills * FIRST_CYCLE_GUESS_SECONDS, chunk=25
+        bootstrap,
+        config.input_topic,
+        everything,
+        seconds=kills * FIRST_CYCLE_GUESS_SECONDS,
+        chunk=25,
+        pools=rules.pools,
     )
     producer.start()
     cycles: list[float] = []

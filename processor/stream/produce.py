@@ -1,4 +1,5 @@
-"""Load a JSONL file into the input topic, keyed by margin currency; bad lines go as they are."""
+"""Load a JSONL file into the input topic, keyed by margin currency (an operation by its fund's
+currency); bad lines go as they are."""
 
 from __future__ import annotations
 
@@ -11,17 +12,25 @@ from aiokafka.errors import ClusterAuthorizationFailedError, TopicAuthorizationF
 
 from processor import codec
 from processor.config import Settings
+from processor.domain.pools import FundPools
 from processor.stream.connect import BrokerRefusedError, principal, wait_for_broker
 from processor.stream.kafka import client_options
 
+_NO_POOLS = FundPools()
 
-def key_of(line: bytes) -> bytes | None:
-    """The margin currency of a line that names one; ``None`` for anything else."""
+
+def key_of(line: bytes, pools: FundPools = _NO_POOLS) -> bytes | None:
+    """The margin currency of a fill, or the currency of an operation's fund (SPEC sections 7 and 8:
+    a pool's is in the pools file); ``None`` for anything else."""
     try:
         document = codec.loads(line)
     except ValueError:
         return None
-    currency = document.get("margin_currency") if isinstance(document, dict) else None
+    if not isinstance(document, dict):
+        return None
+    currency = document.get("margin_currency")
+    if currency is None and isinstance(document.get("fund"), str):
+        currency = pools.currency_of(document["fund"])
     return currency.encode() if isinstance(currency, str) else None
 
 
@@ -31,11 +40,12 @@ async def produce_lines(settings: Settings, topic: str, lines: Iterable[bytes]) 
         **client_options(settings), enable_idempotence=True, acks="all", linger_ms=10, max_batch_size=1 << 20
     )
     sent = 0
+    pools = settings.rules.pools
     try:
         await producer.start()
         pending = []
         for line in lines:
-            pending.append(await producer.send(topic, value=line, key=key_of(line)))
+            pending.append(await producer.send(topic, value=line, key=key_of(line, pools)))
             sent += 1
             if len(pending) >= 10_000:
                 await asyncio.gather(*pending)

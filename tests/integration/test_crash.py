@@ -55,3 +55,17 @@ def test_a_rolling_restart_of_three_workers_loses_and_repeats_nothing(
 def test_worker_rides_out_a_broker_restart(tmp_path: Path) -> None:
     tally = broker_restart_scenario(tmp_path, fills=3000, restarts=1, seed=13)
     assert_clean(tally, 3000)
+
+
+def test_sigkills_amid_fills_and_treasury_operations_apply_each_operation_once(
+    kafka_bootstrap: str, tmp_path: Path
+) -> None:
+    """Pools and operations (top-ups, withdrawals some of which the floor refuses, transfers, re-sent
+    ids) interleaved with fills, the worker SIGKILLed meanwhile: every operation applied exactly once,
+    no transfer leg lost or doubled, every refusal dead-lettered once."""
+    tally = kill_scenario(
+        kafka_bootstrap, tmp_path, fills=3000, kills=4, pause=(0.5, 5.0), seed=21, treasury=True
+    )
+    assert tally.kills == 4
+    assert tally.busy_kills >= 1
+    assert_clean(tally, 3000)
