@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 import orjson
+import pytest
 
 from bench.generate import lines as generated_lines
 from processor import codec
@@ -17,7 +18,7 @@ from processor.domain.state import FundRules
 from testkit.broker import create_topics, produce, read_all
 from testkit.reference import FileReplay, by_fund, keyed_by_currency
 from testkit.worker import RunningWorker, WorkerConfig
-from tests.golden.regenerate import GOLDEN
+from tests.golden.regenerate import GOLDEN, rules_of
 
 GOLDEN_RULES_ENV = {"FUND_INITIAL_BALANCES": "USDT=250000,BTC=1.5"}
 GOLDEN_RULES = FundRules(initial_balance={"USDT": Decimal("250000"), "BTC": Decimal("1.5")})
@@ -31,19 +32,27 @@ def run(coroutine: Any) -> Any:
     return asyncio.run(coroutine)
 
 
-def golden_messages() -> list[bytes]:
-    return (GOLDEN / "crash" / "input.jsonl").read_bytes().splitlines()
+def golden_messages(scenario: str = "crash") -> list[bytes]:
+    return (GOLDEN / scenario / "input.jsonl").read_bytes().splitlines()
 
 
+@pytest.mark.parametrize("scenario", ["crash", "pools"])
 def test_recorded_scenario_matches_file_replay_byte_for_byte(
-    worker_config: WorkerConfig, start_worker: Any
+    worker_config: WorkerConfig, start_worker: Any, scenario: str
 ) -> None:
+    """The golden scenarios (the pools one: two pools, top-ups, withdrawals, one refused, a transfer)
+    through a worker equal their file replay, and so their recorded outputs."""
     worker_config.partitions = 3
     worker_config.extra_env.update(GOLDEN_RULES_ENV)
-    messages = golden_messages()
-    expected = FileReplay(messages, GOLDEN_RULES)
+    rules = rules_of(GOLDEN / scenario)
+    if rules.pools:
+        worker_config.extra_env["FUND_POOLS_FILE"] = str(GOLDEN / scenario / "pools.toml")
+    messages = golden_messages(scenario)
+    expected = FileReplay(messages, rules)
+    recorded = (GOLDEN / scenario / "expected" / "deltas.jsonl").read_bytes().splitlines()
+    assert expected.deltas == recorded
     worker: RunningWorker = start_worker()
-    run(produce(worker_config.bootstrap, worker_config.input_topic, keyed_by_currency(messages)))
+    run(produce(worker_config.bootstrap, worker_config.input_topic, keyed_by_currency(messages, rules.pools)))
 
     deltas = [
         value
