@@ -242,9 +242,15 @@ def summary_lines(ledger: Ledger) -> list[str]:
     lines = []
     for state in ledger.states().values():
         view = codec.state_document(state)
-        lines.append(
+        line = (
             f"{view['fund']}: balance {view['balance']} surplus {view['total_surplus']} "
             f"paid {view['total_paid']} shortfall {view['total_shortfall']} fills {view['fills']} "
             f"duplicates {view['duplicates']} adl_triggers {view['adl_triggers']} sequence {view['sequence']}"
         )
+        if "operations" in view:
+            line += (
+                f" operations {view['operations']} top_ups {view['total_top_ups']}"
+                f" withdrawals {view['total_withdrawals']}"
+            )
+        lines.append(line)
     return lines
