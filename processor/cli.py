@@ -12,7 +12,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from processor.codec import FillDecoder, SchemaError
-from processor.config import ConfigError, InputError, Settings, duplicate_window, fund_rules
+from processor.config import ADL_VARIABLES, ConfigError, InputError, Settings, duplicate_window, fund_rules
 from processor.domain.ledger import Ledger
 from processor.logs import configure_logging
 from processor.pipeline import Pipeline
@@ -40,6 +40,7 @@ def _apply_fund_options(settings: Settings, args: argparse.Namespace) -> Setting
         initial_balances=args.initial_balance or env.get("FUND_INITIAL_BALANCES", ""),
         pools_file=args.pools_file or env.get("FUND_POOLS_FILE"),
         pools_variable="--pools-file" if args.pools_file else "FUND_POOLS_FILE",
+        drawdown={name: env[name] for name in ADL_VARIABLES if env.get(name)},
     )
     window = (
         duplicate_window(args.duplicate_window_ms, "--duplicate-window-ms")
@@ -76,6 +77,9 @@ def build_parser() -> argparse.ArgumentParser:
     replay.add_argument("--deltas-out", type=Path, help="write fund deltas, one per line")
     replay.add_argument("--adl-out", type=Path, help="write ADL triggers, one per line")
     replay.add_argument("--dlq-out", type=Path, help="write dead letters, one per line")
+    replay.add_argument(
+        "--adl-states-out", type=Path, help="write ADL policy state changes, one per line (SPEC section 9)"
+    )
     replay.add_argument("--quiet", action="store_true", help="no per-fund summary")
     _add_fund_options(replay)
 
@@ -131,7 +135,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def _replay(settings: Settings, args: argparse.Namespace) -> int:
     pipeline = Pipeline(FillDecoder.from_schema_dir(), Ledger(settings.rules, settings.duplicate_window_ms))
-    outputs = OutputFiles(args.state_out, args.deltas_out, args.adl_out, args.dlq_out)
+    outputs = OutputFiles(args.state_out, args.deltas_out, args.adl_out, args.dlq_out, args.adl_states_out)
     topic_only = (args.from_timestamp, args.from_offsets, args.until_timestamp, args.emit_prefix)
     if args.topic is None and any(option is not None for option in topic_only):
         raise InputError("--from-*, --until-timestamp and --emit-prefix need --topic")

@@ -10,11 +10,12 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from decimal import Decimal
 from pathlib import Path
+from typing import Any
 
 from processor.codec import decimal_or_none
 from processor.domain.ledger import DEFAULT_DUPLICATE_WINDOW_MS
 from processor.domain.pools import FundPools, Pool
-from processor.domain.state import DEFAULT_PRECISION, FundRules
+from processor.domain.state import DEFAULT_DRAWDOWN_WINDOW_MS, DEFAULT_PRECISION, DrawdownPolicy, FundRules
 
 
 class ConfigError(ValueError):
@@ -217,6 +218,7 @@ def fund_rules(
     initial_balances: str = "",
     pools_file: str | None = None,
     pools_variable: str = "FUND_POOLS_FILE",
+    drawdown: Mapping[str, str] | None = None,
 ) -> FundRules:
     """Build the fund rules from their textual settings (the ``FUND_*`` variables, or the same flags
     of ``replay``, ``audit``, ``fund`` and ``worker``), each checked against its bounds."""
@@ -240,7 +242,93 @@ def fund_rules(
             for currency, value in _currency_map("FUND_INITIAL_BALANCES", initial_balances).items()
         },
         pools=load_pools(pools_file, pools_variable) if pools_file else FundPools(),
+        **drawdown_rules(drawdown or {}),
     )
+
+
+#: The ADL policy's settings (SPEC section 9): the defaults, and per fund overrides (``FUND=VALUE``).
+ADL_VARIABLES = (
+    "ADL_DRAWDOWN_START",
+    "ADL_DRAWDOWN_STOP",
+    "ADL_DRAWDOWN_WINDOW_MS",
+    "ADL_DRAWDOWN_STARTS",
+    "ADL_DRAWDOWN_STOPS",
+    "ADL_DRAWDOWN_WINDOWS_MS",
+)
+
+
+def drawdown_rules(settings: Mapping[str, str]) -> dict[str, Any]:
+    """The ADL policy of every fund from the ``ADL_DRAWDOWN_*`` settings: off unless a START is set,
+    for a fund or for all; each policy checked: 0 < STOP < START < 1, a window of at least 1 ms."""
+    start = _ratio("ADL_DRAWDOWN_START", settings.get("ADL_DRAWDOWN_START"))
+    stop = _ratio("ADL_DRAWDOWN_STOP", settings.get("ADL_DRAWDOWN_STOP"))
+    window_text = settings.get("ADL_DRAWDOWN_WINDOW_MS")
+    window = (
+        _integer("ADL_DRAWDOWN_WINDOW_MS", window_text, 1, MAX_TIMESTAMP_MS)
+        if window_text
+        else DEFAULT_DRAWDOWN_WINDOW_MS
+    )
+    starts = {
+        fund: _ratio("ADL_DRAWDOWN_STARTS", value, f"{fund} ")
+        for fund, value in _fund_map("ADL_DRAWDOWN_STARTS", settings.get("ADL_DRAWDOWN_STARTS", "")).items()
+    }
+    stops = {
+        fund: _ratio("ADL_DRAWDOWN_STOPS", value, f"{fund} ")
+        for fund, value in _fund_map("ADL_DRAWDOWN_STOPS", settings.get("ADL_DRAWDOWN_STOPS", "")).items()
+    }
+    windows = {
+        fund: _integer("ADL_DRAWDOWN_WINDOWS_MS", value, 1, MAX_TIMESTAMP_MS, f"{fund} ")
+        for fund, value in _fund_map(
+            "ADL_DRAWDOWN_WINDOWS_MS", settings.get("ADL_DRAWDOWN_WINDOWS_MS", "")
+        ).items()
+    }
+    default = _drawdown_policy("ADL_DRAWDOWN_START / ADL_DRAWDOWN_STOP", start, stop, window)
+    per_fund = {}
+    for fund in sorted(starts.keys() | stops.keys() | windows.keys()):
+        policy = _drawdown_policy(
+            f"ADL_DRAWDOWN_STARTS / ADL_DRAWDOWN_STOPS for {fund}",
+            starts.get(fund, start),
+            stops.get(fund, stop),
+            windows.get(fund, window),
+        )
+        if policy is not None:
+            per_fund[fund] = policy
+    return {"default_drawdown": default, "drawdown": per_fund}
+
+
+def _drawdown_policy(
+    names: str, start: Decimal | None, stop: Decimal | None, window: int
+) -> DrawdownPolicy | None:
+    if start is None and stop is None:
+        return None
+    if start is None or stop is None:
+        raise ConfigError(f"{names}: set both (START stops paying, STOP resumes), got only one")
+    if not 0 < stop < start < 1:
+        raise ConfigError(f"{names}: must satisfy 0 < STOP < START < 1, got START {start}, STOP {stop}")
+    return DrawdownPolicy(start, stop, window)
+
+
+def _ratio(variable: str, text: str | None, subject: str = "") -> Decimal | None:
+    """A drawdown threshold: a decimal fraction of the peak, such as 0.3 for 30%."""
+    if not text:
+        return None
+    value = _decimal(variable, text, subject)
+    if not 0 < value < 1:
+        raise ConfigError(f"{variable}: {subject}must be a fraction in (0, 1), such as 0.3, got {text}")
+    return value
+
+
+def _fund_map(variable: str, text: str) -> dict[str, str]:
+    """Parse ``USDT=0.3,USDT-MEME=0.2`` (fund ids: currencies or pools) into a dict."""
+    result: dict[str, str] = {}
+    for item in filter(None, (part.strip() for part in text.split(","))):
+        fund, sep, value = (part.strip() for part in item.partition("="))
+        if not sep or not fund or not value:
+            raise ConfigError(f"{variable}: expected FUND=VALUE[,FUND=VALUE...], got {item!r}")
+        if CURRENCY.fullmatch(fund) is None and POOL_ID.fullmatch(fund) is None:
+            raise ConfigError(f"{variable}: {fund!r} in {item!r} is not a fund id (a currency or a pool id)")
+        result[fund] = value
+    return result
 
 
 class Secret(str):
@@ -286,6 +374,7 @@ class Settings:
     deltas_topic: str = "insurance-fund-deltas"
     adl_topic: str = "adl-triggers"
     dlq_topic: str = "liquidation-fills-dlq"
+    adl_states_topic: str = "insurance-fund-adl-states"
     partitions: int = 3
     replication_factor: int = 1
     worker_id: str = ""
@@ -329,6 +418,7 @@ class Settings:
             deltas_topic=env.get("DELTAS_TOPIC", defaults.deltas_topic),
             adl_topic=env.get("ADL_TOPIC", defaults.adl_topic),
             dlq_topic=env.get("DLQ_TOPIC", defaults.dlq_topic),
+            adl_states_topic=env.get("ADL_STATES_TOPIC", defaults.adl_states_topic),
             partitions=_integer(
                 "TOPIC_PARTITIONS", env.get("TOPIC_PARTITIONS", str(defaults.partitions)), 1, MAX_PARTITIONS
             ),
@@ -356,6 +446,7 @@ class Settings:
                 floors=env.get("FUND_FLOORS", ""),
                 initial_balances=env.get("FUND_INITIAL_BALANCES", ""),
                 pools_file=env.get("FUND_POOLS_FILE"),
+                drawdown={name: env[name] for name in ADL_VARIABLES if name in env},
             ),
             duplicate_window_ms=duplicate_window(
                 env.get("DUPLICATE_WINDOW_MS", str(defaults.duplicate_window_ms))

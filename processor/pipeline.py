@@ -38,6 +38,7 @@ class Emitted(NamedTuple):
     home: int = -1
     headers: list[tuple[str, bytes]] | None = None
     error: str | None = None
+    adl_state: bytes | None = None  # the fund's ADL state change, with the delta (SPEC section 9)
 
 
 def wall_clock_ms() -> int:
@@ -87,7 +88,7 @@ class Pipeline:
                 return self._forward(
                     currency, codec.encode_fill, fill, value, key, topic, partition, offset, home
                 )
-        _, delta, trigger, conflict, _ = self.ledger.fold(fill)
+        _, delta, trigger, conflict, _, change = self.ledger.fold(fill)
         if delta is None:
             if conflict is None:
                 return Emitted(currency, fill.symbol)
@@ -109,6 +110,7 @@ class Pipeline:
                 -1,
                 None,
                 None,
+                None if change is None else codec.encode_adl_state(change),
             ),
         )
 
@@ -146,9 +148,10 @@ class Pipeline:
                 return self._forward(
                     currency, codec.encode_operation, operation, value, key, topic, partition, offset, home
                 )
-        _, delta, _, conflict, refusal = ledger.operate(operation, currency)
+        _, delta, _, conflict, refusal, change = ledger.operate(operation, currency)
         if isinstance(delta, OperationDelta):
-            return Emitted(fund, None, codec.encode_operation_delta(delta))
+            state = None if change is None else codec.encode_adl_state(change)
+            return Emitted(fund, None, codec.encode_operation_delta(delta), adl_state=state)
         if conflict is not None:
             problem = Rejection(codec.CONFLICTING_DUPLICATE, conflict)
         elif refusal is not None:

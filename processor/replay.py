@@ -29,6 +29,7 @@ class OutputFiles(NamedTuple):
     deltas: Path | None = None
     adl: Path | None = None
     dlq: Path | None = None
+    adl_states: Path | None = None  # ADL policy state changes (SPEC section 9)
 
 
 class ReplayTotals(NamedTuple):
@@ -40,12 +41,13 @@ class ReplayTotals(NamedTuple):
 
 
 class _Sinks:
-    """Line writers for the three output streams; writes nothing where no file was asked for."""
+    """Line writers for the output streams; writes nothing where no file was asked for."""
 
     def __init__(self, stack: ExitStack, outputs: OutputFiles) -> None:
         self.deltas = self._open(stack, outputs.deltas)
         self.adl = self._open(stack, outputs.adl)
         self.dlq = self._open(stack, outputs.dlq)
+        self.adl_states = self._open(stack, outputs.adl_states)
 
     @staticmethod
     def _open(stack: ExitStack, path: Path | None) -> BinaryIO | None:
@@ -54,9 +56,17 @@ class _Sinks:
         path.parent.mkdir(parents=True, exist_ok=True)
         return stack.enter_context(path.open("wb", buffering=1 << 20))
 
-    def write(self, deltas: list[bytes], triggers: list[bytes], dead_letters: list[bytes]) -> None:
+    def write(
+        self, deltas: list[bytes], triggers: list[bytes], dead_letters: list[bytes], states: list[bytes]
+    ) -> None:
         """Write the collected lines of each stream (where a file was asked for) and clear them."""
-        for sink, lines in ((self.deltas, deltas), (self.adl, triggers), (self.dlq, dead_letters)):
+        streams = (
+            (self.deltas, deltas),
+            (self.adl, triggers),
+            (self.dlq, dead_letters),
+            (self.adl_states, states),
+        )
+        for sink, lines in streams:
             if lines:
                 if sink is not None:
                     lines.append(b"")
@@ -80,6 +90,7 @@ class Recorder:
         self._delta_lines: list[bytes] = []
         self._trigger_lines: list[bytes] = []
         self._dead_letter_lines: list[bytes] = []
+        self._state_lines: list[bytes] = []
 
     def take(self, emitted: Emitted) -> None:
         self.messages += 1
@@ -89,6 +100,8 @@ class Recorder:
             if emitted.trigger is not None:
                 self.triggers += 1
                 self._trigger_lines.append(emitted.trigger)
+            if emitted.adl_state is not None:
+                self._state_lines.append(emitted.adl_state)
         elif emitted.dead_letter is not None:
             self.dead_letters += 1
             self._dead_letter_lines.append(emitted.dead_letter)
@@ -98,7 +111,7 @@ class Recorder:
                 self.progress.update(self.messages, self.expected)
 
     def flush(self) -> None:
-        self.sinks.write(self._delta_lines, self._trigger_lines, self._dead_letter_lines)
+        self.sinks.write(self._delta_lines, self._trigger_lines, self._dead_letter_lines, self._state_lines)
 
     def totals(self) -> ReplayTotals:
         seconds = time.perf_counter() - self.started

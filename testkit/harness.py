@@ -16,11 +16,11 @@ from aiokafka import AIOKafkaProducer
 
 from processor import codec
 from processor.domain.pools import FundPools
-from processor.domain.state import FundRules
+from processor.domain.state import DrawdownPolicy, FundRules
 from processor.simulate import MARKETS, Market
 from processor.simulate import fills as simulated_fills
 from testkit.broker import read_all
-from testkit.reference import FileReplay, keyed_by_currency
+from testkit.reference import FileReplay, by_fund, keyed_by_currency
 from testkit.worker import WorkerConfig
 
 BAD_EVERY = 97  # one malformed message among every 97, so the dead-letter topic is checked too
@@ -172,6 +172,13 @@ def tally_outputs(tally: Tally, config: WorkerConfig, expected: FileReplay, bad:
 
     before = (tally.duplicates, tally.losses)
     _compare_multisets(tally, Counter(triggers), Counter(expected.triggers))
+    if expected.adl_states:  # under an ADL policy: its state changes, in order per fund
+        states = _values(bootstrap, config.adl_states_topic, len(expected.adl_states))
+        tally.events_checked += len(states)
+        ordered = by_fund([state for state in states if state is not None]) == by_fund(expected.adl_states)
+        _compare_multisets(tally, Counter(states), Counter(expected.adl_states))
+        if not ordered and Counter(states) == Counter(expected.adl_states):
+            tally.problems.append("ADL state changes out of order within a fund")
     got_bad = Counter(orjson.loads(letter or b"{}").get("value", "").encode() for letter in letters)
     _compare_multisets(tally, got_bad, Counter(bad))
     if (tally.duplicates, tally.losses) != before:
@@ -192,6 +199,15 @@ def _compare_multisets(tally: Tally, got: Counter[bytes | None], want: Counter[b
             tally.duplicates += extra
         elif extra < 0:
             tally.losses -= extra
+
+
+def adl_env(policy: DrawdownPolicy) -> dict[str, str]:
+    """The worker's settings for ``policy`` as every fund's ADL policy."""
+    return {
+        "ADL_DRAWDOWN_START": str(policy.start),
+        "ADL_DRAWDOWN_STOP": str(policy.stop),
+        "ADL_DRAWDOWN_WINDOW_MS": str(policy.window_ms),
+    }
 
 
 def rules_env(rules: FundRules) -> dict[str, str]:

@@ -24,12 +24,15 @@ class FileReplay:
         self.deltas: list[bytes] = []
         self.triggers: list[bytes] = []
         self.dead_letters: list[dict[str, Any]] = []
+        self.adl_states: list[bytes] = []
         for offset, message in enumerate(messages):
             emitted = pipeline.process(message, None, "file", None, offset)
             if emitted.delta is not None:
                 self.deltas.append(emitted.delta)
             if emitted.trigger is not None:
                 self.triggers.append(emitted.trigger)
+            if emitted.adl_state is not None:
+                self.adl_states.append(emitted.adl_state)
             if emitted.dead_letter is not None:
                 self.dead_letters.append(orjson.loads(emitted.dead_letter))
         self.states = {fund: codec.state_document(state) for fund, state in pipeline.ledger.states().items()}

@@ -16,10 +16,10 @@ from collections.abc import Callable, Sequence
 from decimal import Decimal
 from pathlib import Path
 
-from processor.domain.state import FundRules
+from processor.domain.state import DrawdownPolicy, FundRules
 from processor.simulate import MARKETS, Market
 from testkit.broker import JarBroker, create_topics
-from testkit.harness import PacedProducer, Tally, messages, peak_rss, rules_env, tally_outputs
+from testkit.harness import PacedProducer, Tally, adl_env, messages, peak_rss, rules_env, tally_outputs
 from testkit.reference import FileReplay
 from testkit.treasury import with_treasury
 from testkit.worker import RunningWorker, WorkerConfig
@@ -151,11 +151,13 @@ def kill_scenario(
     startup_share: float = 0.25,
     pause: tuple[float, float] = (0.2, 8.0),
     treasury: bool = False,
+    adl_policy: DrawdownPolicy | None = None,
     say: Say = _quiet,
 ) -> Tally:
     """Stream ``fills`` while SIGKILLing the worker ``kills`` times, restarting it (same WORKER_ID) each
     time. With ``treasury``, some fills belong to pools and operations (transfers included) are woven
-    into the stream (``testkit.treasury``). Each kill is aimed at random: mid-stream (``busy_share``:
+    into the stream (``testkit.treasury``); with ``adl_policy``, every fund runs it (SPEC section 9) and
+    its state changes are checked too. Each kill is aimed at random: mid-stream (``busy_share``:
     once the new incarnation is healthy and has taken input, up to a second later), at start-up
     (``startup_share``: between a quarter of and the median time the incarnations so far took to take
     input, so while joining, claiming, restoring or in the first batches), or at any moment (a random
@@ -170,6 +172,10 @@ def kill_scenario(
     if treasury:
         everything, rules, env = with_treasury(everything, rules, scratch, seed)
         config.extra_env.update(env)
+    if adl_policy is not None:
+        rules = rules._replace(default_drawdown=adl_policy)
+        config.extra_env.update(adl_env(adl_policy))
+        tally.scenario += ", ADL policy"
     expected = FileReplay(everything, rules)
     if treasury:  # refusals and conflicts are dead letters too
         bad = [letter["value"].encode() for letter in expected.dead_letters]

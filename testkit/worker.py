@@ -46,6 +46,10 @@ class WorkerConfig:
     def dlq_topic(self) -> str:
         return f"dlq-{self.suffix}"
 
+    @property
+    def adl_states_topic(self) -> str:
+        return f"adl-states-{self.suffix}"
+
     def worker_id(self, name: str) -> str:
         """The static group member id of the worker called ``name``: the same across its restarts."""
         return f"{self.app_id}-{name}"
@@ -60,6 +64,7 @@ class WorkerConfig:
             "DELTAS_TOPIC": self.deltas_topic,
             "ADL_TOPIC": self.adl_topic,
             "DLQ_TOPIC": self.dlq_topic,
+            "ADL_STATES_TOPIC": self.adl_states_topic,
             "TOPIC_PARTITIONS": str(self.partitions),
             "WEB_PORT": str(web_port),
             "DATA_DIR": str(self.scratch / f"data-{name}"),

@@ -11,7 +11,14 @@ from typing import Any, NamedTuple
 import orjson
 
 from processor.codec.decoding import Rejection
-from processor.domain.events import AdlTrigger, FundDelta, FundOperation, LiquidationFill, OperationDelta
+from processor.domain.events import (
+    AdlStateChange,
+    AdlTrigger,
+    FundDelta,
+    FundOperation,
+    LiquidationFill,
+    OperationDelta,
+)
 from processor.domain.state import EXACT, FundPolicy
 
 OUTPUT_VERSION = 1
@@ -212,6 +219,31 @@ def trigger_document(trigger: AdlTrigger, policy: FundPolicy) -> dict[str, Any]:
         "timestamp": trigger.timestamp,
         "version": OUTPUT_VERSION,
     }
+
+
+def adl_state_document(change: AdlStateChange) -> dict[str, Any]:
+    """An ADL state change (SPEC section 9): thresholds as their shortest text, drawdown 8 places."""
+    return {
+        "fund": change.fund,
+        "state": change.state,
+        "previous_state": change.previous_state,
+        "drawdown": amount_text(change.drawdown),
+        "peak": amount_text(change.peak),
+        "balance": amount_text(change.balance),
+        "start": _shortest(change.start),
+        "stop": _shortest(change.stop),
+        "sequence": change.sequence,
+        "timestamp": change.timestamp,
+        "version": OUTPUT_VERSION,
+    }
+
+
+def _shortest(value: Decimal) -> str:
+    return format(value.normalize(EXACT), "f")
+
+
+def encode_adl_state(change: AdlStateChange) -> bytes:
+    return orjson.dumps(adl_state_document(change))
 
 
 def encode_trigger(trigger: AdlTrigger, policy: FundPolicy) -> bytes:

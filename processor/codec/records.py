@@ -3,7 +3,7 @@ table values), so each format's writer and reader sit side by side."""
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from decimal import Decimal
 from typing import Any, NamedTuple
 
@@ -11,8 +11,10 @@ import orjson
 
 from processor.codec.encoding import amount_text
 from processor.codec.schema import SUPPORTED_VERSION
+from processor.domain.drawdown import rounded_drawdown
 from processor.domain.events import FundOperation, LiquidationFill
 from processor.domain.fold import Applied
+from processor.domain.ledger import Mark
 from processor.domain.state import FundState
 
 #: Key of the tail records the faust-based worker (v1) wrote to every changelog partition; never a
@@ -40,6 +42,10 @@ def state_document(state: FundState) -> dict[str, Any]:
         document["operations"] = state.operations
         document["total_top_ups"] = amount_text(state.total_top_ups)
         document["total_withdrawals"] = amount_text(state.total_withdrawals)
+    if state.peak is not None:  # under an ADL policy (SPEC section 9), as of the last delta
+        document["adl_state"] = state.adl_state
+        document["drawdown"] = amount_text(state.drawdown or rounded_drawdown(Decimal(0)))
+        document["peak"] = amount_text(state.peak)
     return document
 
 
@@ -49,8 +55,9 @@ def encode_states(states: Iterable[FundState]) -> bytes:
     return orjson.dumps({state.fund: state_document(state) for state in ordered}, option=orjson.OPT_INDENT_2)
 
 
-def decode_state(document: Mapping[str, Any]) -> FundState:
-    """Read one fund's state back (from a table value or a state file)."""
+def decode_state(document: Mapping[str, Any], clock: int | None = None) -> FundState:
+    """Read one fund's state back (from a table value or a state file); ``clock`` is the ADL
+    policy's clock, kept in the table record beside the state."""
     balance = Decimal(document["balance"])
     zero = balance * 0  # the fund's zero, at its precision
     return FundState(
@@ -68,6 +75,10 @@ def decode_state(document: Mapping[str, Any]) -> FundState:
         operations=document.get("operations", 0),
         total_top_ups=Decimal(document.get("total_top_ups", zero)),
         total_withdrawals=Decimal(document.get("total_withdrawals", zero)),
+        adl_state=document.get("adl_state", "normal"),
+        peak=Decimal(document["peak"]) if "peak" in document else None,
+        drawdown=Decimal(document["drawdown"]) if "drawdown" in document else None,
+        clock=clock,
     )
 
 
@@ -79,17 +90,26 @@ class FundRecord(NamedTuple):
 
 
 def encode_fund_record(record: FundRecord) -> bytes:
-    return orjson.dumps({"state": state_document(record.state), "applied_offsets": record.applied_offsets})
+    document: dict[str, Any] = {
+        "state": state_document(record.state),
+        "applied_offsets": record.applied_offsets,
+    }
+    if record.state.clock is not None:
+        document["adl_clock"] = record.state.clock
+    return orjson.dumps(document)
 
 
 def decode_fund_record(data: bytes) -> FundRecord:
     document = orjson.loads(data)
-    return FundRecord(decode_state(document["state"]), dict(document["applied_offsets"]))
+    return FundRecord(
+        decode_state(document["state"], document.get("adl_clock")), dict(document["applied_offsets"])
+    )
 
 
-def _fill_row(fill: LiquidationFill, fund: str) -> list[Any]:
-    """A fill as a segment row; a pool's fill (whose currency is not its fund id) adds its currency."""
-    row = [
+def _fill_row(fill: LiquidationFill, fund: str, mark: Mark | None) -> list[Any]:
+    """A fill as a segment row: an array, with an object of extras last when there are any: a pool's
+    fill (whose currency is not its fund id) its currency, a fund under an ADL policy the mark."""
+    row: list[Any] = [
         fill.fill_id,
         fill.liquidation_id,
         fill.symbol,
@@ -103,14 +123,35 @@ def _fill_row(fill: LiquidationFill, fund: str) -> list[Any]:
         str(fill.fee),
         fill.timestamp,
     ]
+    extras: dict[str, Any] = {}
     if fill.margin_currency != fund:
-        row.append(fill.margin_currency)
+        extras["currency"] = fill.margin_currency
+    if mark is not None:
+        extras["mark"] = _mark_row(mark)
+    if extras:
+        row.append(extras)
     return row
 
 
-def _operation_row(operation: FundOperation) -> dict[str, Any]:
+def _mark_row(mark: Mark) -> list[Any]:
+    return [mark.clock, amount_text(mark.before), amount_text(mark.after)]
+
+
+def row_currency(row: list[Any], fund: str) -> str:
+    """The currency of a fill's segment row (its fund's, unless it came from a pool)."""
+    return row[12].get("currency", fund) if len(row) > 12 else fund
+
+
+def row_mark(row: Any) -> tuple[int, str, str] | None:
+    """The mark of a segment row (clock, balance before and after, as text), if it has one."""
+    extras = row if type(row) is dict else row[12] if len(row) > 12 else {}
+    mark = extras.get("mark")
+    return None if mark is None else (mark[0], mark[1], mark[2])
+
+
+def _operation_row(operation: FundOperation, mark: Mark | None) -> dict[str, Any]:
     """An operation as a segment row: an object, where a fill's row is an array."""
-    return {
+    row: dict[str, Any] = {
         "operation_id": operation.operation_id,
         "type": operation.type,
         "amount": str(operation.amount),
@@ -119,6 +160,9 @@ def _operation_row(operation: FundOperation) -> dict[str, Any]:
         "transfer_id": operation.transfer_id,
         "timestamp": operation.timestamp,
     }
+    if mark is not None:
+        row["mark"] = _mark_row(mark)
+    return row
 
 
 def operation_from_row(fund: str, row: Mapping[str, Any]) -> FundOperation:
@@ -135,12 +179,14 @@ def operation_from_row(fund: str, row: Mapping[str, Any]) -> FundOperation:
     )
 
 
-def encode_fill_segment(fund: str, events: Iterable[Applied]) -> bytes:
+def encode_fill_segment(fund: str, events: Sequence[Applied], marks: Sequence[Mark] | None = None) -> bytes:
     """The fills and operations one batch applied to ``fund``, kept so a restarted worker still knows
-    its duplicates."""
+    its duplicates (and, with ``marks``, one per event, its ADL peak window)."""
     rows = [
-        _fill_row(event, fund) if isinstance(event, LiquidationFill) else _operation_row(event)
-        for event in events
+        _fill_row(event, fund, marks[index] if marks else None)
+        if isinstance(event, LiquidationFill)
+        else _operation_row(event, marks[index] if marks else None)
+        for index, event in enumerate(events)
     ]
     return orjson.dumps(rows)
 
@@ -151,7 +197,7 @@ def decode_fill_segment(fund: str, data: bytes) -> list[Applied]:
         if type(row) is dict:
             events.append(operation_from_row(fund, row))
             continue
-        currency = row[12] if len(row) > 12 else fund
+        currency = row_currency(row, fund)
         (
             fill_id,
             liquidation_id,

@@ -15,7 +15,7 @@ Side = Literal["long", "short"]
 ContractType = Literal["linear", "inverse"]
 DeltaType = Literal["liquidation_surplus", "bankruptcy_loss"]
 OperationType = Literal["top_up", "withdrawal"]
-AdlReason = Literal["insufficient_fund", "no_liquidity"]
+AdlReason = Literal["insufficient_fund", "no_liquidity", "fund_drawdown"]
 
 OPPOSITE_SIDE: dict[str, Side] = {"long": "short", "short": "long"}
 
@@ -96,6 +96,21 @@ class OperationDelta(NamedTuple):
     @property
     def delta_id(self) -> str:
         return self.operation_id
+
+
+class AdlStateChange(NamedTuple):
+    """A fund moved between ``normal`` and ``drawdown`` (SPEC section 9) after delta ``sequence``."""
+
+    fund: str
+    state: str
+    previous_state: str
+    drawdown: Decimal  # exact; written with 8 places
+    peak: Decimal
+    balance: Decimal
+    start: Decimal
+    stop: Decimal
+    sequence: int
+    timestamp: int
 
 
 class AdlTrigger(NamedTuple):

@@ -9,6 +9,7 @@ from typing import NamedTuple
 
 from processor.domain.events import (
     OPPOSITE_SIDE,
+    AdlStateChange,
     AdlTrigger,
     FundDelta,
     FundOperation,
@@ -33,6 +34,8 @@ class Outcome(NamedTuple):
     Accepted: ``delta`` is set (and ``trigger`` when ADL is needed). Identical duplicate: only the
     state's ``duplicates`` moved. Conflicting duplicate: ``conflict`` names the differing fields and
     the state is unchanged. Refused withdrawal: ``refusal`` says why, and the state is unchanged.
+    ``state_change`` is set when the delta moved the fund between ``normal`` and ``drawdown`` (SPEC
+    section 9).
     """
 
     state: FundState
@@ -40,6 +43,7 @@ class Outcome(NamedTuple):
     trigger: AdlTrigger | None = None
     conflict: str | None = None
     refusal: str | None = None
+    state_change: AdlStateChange | None = None
 
 
 @contextmanager
@@ -103,8 +107,12 @@ def apply(state: FundState, fill: LiquidationFill, policy: FundPolicy, applied: 
         operations,
         total_top_ups,
         total_withdrawals,
+        adl_state,
+        peak,
+        drawdown,
+        clock,
     ) = state
-    quantum, floor, _, zero = policy
+    quantum, floor, _, zero, _ = policy
 
     contracts = quantity * contract_size
     move = fill_price - bankruptcy_price if side == "long" else bankruptcy_price - fill_price
@@ -127,7 +135,10 @@ def apply(state: FundState, fill: LiquidationFill, policy: FundPolicy, applied: 
         delta_type = "bankruptcy_loss"
         loss = -net
         available = balance_before - floor
-        paid = (loss if loss < available else available) if available > zero else zero
+        if adl_state == "drawdown":  # SPEC section 9: the state before the fill decides
+            paid = zero
+        else:
+            paid = (loss if loss < available else available) if available > zero else zero
         amount = zero - paid
         shortfall = loss - paid
     balance_after = balance_before + amount
@@ -157,7 +168,7 @@ def apply(state: FundState, fill: LiquidationFill, policy: FundPolicy, applied: 
     trigger: AdlTrigger | None = None
     if shortfall or unfilled:
         if shortfall:
-            reason = "insufficient_fund"
+            reason = "fund_drawdown" if adl_state == "drawdown" else "insufficient_fund"
             uncovered = (quantity * shortfall / loss).quantize(quantum, _ROUND)
             adl_quantity = uncovered + unfilled
         else:
@@ -204,9 +215,13 @@ def apply(state: FundState, fill: LiquidationFill, policy: FundPolicy, applied: 
             operations,
             total_top_ups,
             total_withdrawals,
+            adl_state,
+            peak,
+            drawdown,
+            clock,
         ),
     )
-    return _new(Outcome, (new_state, delta, trigger, None, None))
+    return _new(Outcome, (new_state, delta, trigger, None, None, None))
 
 
 def apply_operation(

@@ -10,10 +10,12 @@ from array import array
 from collections.abc import Callable, Iterator, Mapping, MutableMapping, Sequence
 from decimal import Decimal
 from heapq import heappop, heappush
+from typing import NamedTuple
 
-from processor.domain.events import FundOperation, LiquidationFill
+from processor.domain.drawdown import PeakWindow, rounded_drawdown, transition
+from processor.domain.events import AdlStateChange, FundOperation, LiquidationFill
 from processor.domain.fold import Applied, Outcome, apply, apply_operation
-from processor.domain.state import FundPolicy, FundRules, FundState
+from processor.domain.state import DrawdownPolicy, FundPolicy, FundRules, FundState
 
 DEFAULT_DUPLICATE_WINDOW_MS = 7 * 24 * 3600 * 1000
 
@@ -139,6 +141,14 @@ def unpack(key: str, packed: bytes) -> Applied:
     return unpack_fill(key, packed)
 
 
+class Mark(NamedTuple):
+    """An applied event's place in its fund's peak window: the clock, the balance before and after."""
+
+    clock: int
+    before: Decimal
+    after: Decimal
+
+
 def _packed_timestamp(packed: bytes) -> int:
     return int(packed[: packed.index(_SEPARATOR_BYTE)])
 
@@ -259,6 +269,10 @@ class Ledger:
         #: When set (by the streaming worker), every fund ``fold`` touches gets an entry here, with
         #: the events it applied: what the fund's changelog records must carry at the next flush.
         self.journal: dict[str, list[Applied]] | None = None
+        #: Beside the journal, for funds under an ADL policy: each applied event's clock and balances
+        #: (before, after), so a restarted worker rebuilds the peak window (SPEC section 9).
+        self.marks: dict[str, list[Mark]] = {}
+        self.peaks: dict[str, PeakWindow] = {}
 
     def policy(self, fund: str) -> FundPolicy:
         policy = self._policies.get(fund)
@@ -286,6 +300,8 @@ class Ledger:
         if window is None:
             window = self.open_window(fund)
         outcome = apply(state, fill, policy, window.get(fill.fill_id))
+        if policy.drawdown is not None and outcome.delta is not None:
+            outcome = self._watch(fund, policy.drawdown, outcome)
         self.funds[fund] = outcome.state
         journal = self.journal
         if journal is not None:
@@ -305,6 +321,8 @@ class Ledger:
         state = self.funds.get(fund) or FundState.opened(fund, policy)
         window = self.windows.get(fund) or self.open_window(fund)
         outcome = apply_operation(state, operation, policy, currency, window.get(operation.operation_id))
+        if policy.drawdown is not None and outcome.delta is not None:
+            outcome = self._watch(fund, policy.drawdown, outcome)
         self.funds[fund] = outcome.state
         if self.journal is not None:
             entries = self.journal.setdefault(fund, [])
@@ -313,6 +331,38 @@ class Ledger:
         if outcome.delta is not None:
             window.remember_operation(operation)
         return outcome
+
+    def _watch(self, fund: str, drawdown: DrawdownPolicy, outcome: Outcome) -> Outcome:
+        """Record the delta's balance in the fund's peak window and move its ADL state (SPEC
+        section 9): the clock is the largest event time the fund has seen."""
+        state, delta = outcome.state, outcome.delta
+        assert delta is not None
+        timestamp, before, after = delta.timestamp, delta.balance_before, delta.balance_after
+        clock = timestamp if state.clock is None or timestamp > state.clock else state.clock
+        window = self.peaks.get(fund)
+        if window is None:  # the fund's first delta under the policy: the window starts before it
+            window = self.peaks[fund] = PeakWindow(drawdown.window_ms, before)
+        peak = window.record(clock, after)
+        moved = transition(state.adl_state, peak, after, drawdown)  # type: ignore[arg-type]
+        value = rounded_drawdown(moved.drawdown)
+        change = None
+        if moved.state != state.adl_state:
+            change = AdlStateChange(
+                fund,
+                moved.state,
+                state.adl_state,
+                value,
+                peak,
+                after,
+                drawdown.start,
+                drawdown.stop,
+                delta.sequence,
+                timestamp,
+            )
+        if self.journal is not None:
+            self.marks.setdefault(fund, []).append(Mark(clock, before, after))
+        state = state._replace(adl_state=moved.state, peak=peak, drawdown=value, clock=clock)
+        return outcome._replace(state=state, state_change=change)
 
     def open_window(self, fund: str) -> DuplicateWindow:
         """A new, empty duplicate window for ``fund``, in the ledger's fill store."""

@@ -15,13 +15,26 @@ EXACT = Context(prec=120, rounding=ROUND_HALF_EVEN, Emax=999_999, Emin=-999_999)
 DEFAULT_PRECISION = 8
 
 
+DEFAULT_DRAWDOWN_WINDOW_MS = 8 * 3600 * 1000
+
+
+class DrawdownPolicy(NamedTuple):
+    """SPEC section 9: a fund stops paying losses at ``drawdown >= start`` from its peak over the
+    trailing ``window_ms`` of event time, and pays again at ``drawdown <= stop``."""
+
+    start: Decimal
+    stop: Decimal
+    window_ms: int = DEFAULT_DRAWDOWN_WINDOW_MS
+
+
 class FundPolicy(NamedTuple):
-    """How one fund rounds and how far it may be drawn down."""
+    """How one fund rounds, how far it may be drawn down, and when it stops paying (ADL policy)."""
 
     quantum: Decimal
     floor: Decimal
     initial_balance: Decimal
     zero: Decimal
+    drawdown: DrawdownPolicy | None = None
 
     @property
     def precision(self) -> int:
@@ -41,6 +54,8 @@ class FundRules(NamedTuple):
     default_floor: Decimal = Decimal(0)
     initial_balance: Mapping[str, Decimal] = {}
     pools: FundPools = FundPools()
+    default_drawdown: DrawdownPolicy | None = None
+    drawdown: Mapping[str, DrawdownPolicy] = {}
 
     def policy_for(self, fund: str) -> FundPolicy:
         """A currency fund's policy from the per-currency settings; a pool's from its own initial
@@ -59,7 +74,8 @@ class FundRules(NamedTuple):
         # Adding a positive zero turns a rounded -0 into 0.
         floor = floor.quantize(quantum, ROUND_HALF_EVEN, EXACT) + zero
         initial = initial.quantize(quantum, ROUND_HALF_EVEN, EXACT) + zero
-        return FundPolicy(quantum=quantum, floor=floor, initial_balance=initial, zero=zero)
+        drawdown = self.drawdown.get(fund, self.default_drawdown)
+        return FundPolicy(quantum=quantum, floor=floor, initial_balance=initial, zero=zero, drawdown=drawdown)
 
 
 class FundState(NamedTuple):
@@ -82,6 +98,11 @@ class FundState(NamedTuple):
     operations: int
     total_top_ups: Decimal
     total_withdrawals: Decimal
+    #: ADL policy (SPEC section 9), as of the last delta; ``peak`` is None while the policy is off
+    adl_state: str
+    peak: Decimal | None
+    drawdown: Decimal | None
+    clock: int | None  # the largest event time of the fund's deltas
 
     @classmethod
     def opened(cls, fund: str, policy: FundPolicy) -> FundState:
@@ -101,4 +122,8 @@ class FundState(NamedTuple):
             operations=0,
             total_top_ups=zero,
             total_withdrawals=zero,
+            adl_state="normal",
+            peak=None,
+            drawdown=None,
+            clock=None,
         )

@@ -11,9 +11,11 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
+from decimal import Decimal
 
 from processor import codec
 from processor.codec import FundRecord
+from processor.domain.drawdown import PeakWindow
 from processor.domain.events import LiquidationFill
 from processor.domain.fold import Applied
 from processor.domain.ledger import Ledger, pack_text
@@ -34,7 +36,9 @@ Write = tuple[str, bytes, bytes | None]  # table, key, value (None deletes)
 class _OpenFund:
     partition: int
     applied_offsets: dict[str, int] = field(default_factory=dict)
-    segments: dict[bytes, int] = field(default_factory=dict)  # segment key -> newest timestamp in it
+    #: segment key -> the newest timestamp in it, and the clock of its first event under the ADL
+    #: policy (None without); in sequence order
+    segments: dict[bytes, tuple[int, int | None]] = field(default_factory=dict)
 
 
 class FundBook:
@@ -59,6 +63,8 @@ class FundBook:
         for name in [name for name, fund in self._open.items() if fund.partition == partition]:
             del self._open[name]
             self.ledger.funds.pop(name, None)
+            self.ledger.peaks.pop(name, None)
+            self.ledger.marks.pop(name, None)
             window = self.ledger.windows.pop(name, None)
             if window is not None:
                 window.clear()  # a store on disk would keep it otherwise
@@ -91,6 +97,7 @@ class FundBook:
         states: list[FundState] = []
         for name in [name for name in journal if self.home(name) == partition]:
             applied = journal.pop(name)
+            marks = self.ledger.marks.pop(name, None)
             fund = self._open.get(name)
             if fund is None:
                 fund = self._open[name] = _OpenFund(partition)
@@ -100,20 +107,39 @@ class FundBook:
             first_sequence = state.sequence - len(applied) + 1
             for start, chunk in _segments(applied):  # each record well below 1 MB
                 key = name.encode() + SEGMENT_SEPARATOR + b"%012d" % (first_sequence + start)
-                writes.append((SEEN, key, codec.encode_fill_segment(name, chunk)))
-                fund.segments[key] = max(event.timestamp for event in chunk)
+                chunk_marks = marks[start : start + len(chunk)] if marks else None
+                writes.append((SEEN, key, codec.encode_fill_segment(name, chunk, chunk_marks)))
+                first_clock = chunk_marks[0].clock if chunk_marks else None
+                fund.segments[key] = (max(event.timestamp for event in chunk), first_clock)
             record = FundRecord(state, dict(fund.applied_offsets))
             writes.append((FUNDS, name.encode(), codec.encode_fund_record(record)))
             states.append(state)
         return writes, states
 
     def _expire(self, name: str, fund: _OpenFund) -> Iterable[Write]:
-        """Tombstones for the segments the window has forgotten."""
-        window = self.ledger.windows.get(name)
+        """Tombstones for the segments both windows have forgotten: the duplicate window (all its
+        fills older than it), and under an ADL policy the peak window (the next segment starts at or
+        before ``clock - window``, so this one ends before the balance the peak still starts from)."""
+        ledger = self.ledger
+        window = ledger.windows.get(name)
         if window is None:
             return []
         horizon = window.newest_timestamp - window.window_ms
-        expired = [key for key, newest in fund.segments.items() if newest < horizon]
+        peaks, state = ledger.peaks.get(name), ledger.funds.get(name)
+        peak_horizon = None
+        if peaks is not None and state is not None and state.clock is not None:
+            peak_horizon = state.clock - peaks.window_ms
+        keys = list(fund.segments)
+        expired = []
+        for index, key in enumerate(keys):
+            newest, first_clock = fund.segments[key]
+            if newest >= horizon:
+                continue
+            if peak_horizon is not None and first_clock is not None:
+                following = fund.segments[keys[index + 1]][1] if index + 1 < len(keys) else None
+                if following is None or following > peak_horizon:
+                    continue
+            expired.append(key)
         for key in expired:
             del fund.segments[key]
         return [(SEEN, key, None) for key in expired]
@@ -146,7 +172,8 @@ class Restoring:
         self.book = book
         self.partition = partition
         self.funds: dict[bytes, bytes | None] = {}
-        self.segments: dict[str, dict[bytes, int]] = {}
+        self.segments: dict[str, dict[bytes, tuple[int, int | None]]] = {}
+        self.peaks: dict[str, PeakWindow] = {}
 
     def record(self, table: str, key: bytes, value: bytes | None) -> None:
         if table == FUNDS:
@@ -168,7 +195,9 @@ class Restoring:
         ledger = self.book.ledger
         window = ledger.windows.get(name) or ledger.open_window(name)
         remember = window.remember_packed
+        drawdown = ledger.policy(name).drawdown
         newest = -1
+        first_clock: int | None = None
         # A fill's row is fill_id, liquidation_id, symbol, then the packed fields in order, the
         # timestamp, and a pool's fill adds its currency; an operation's row is an object.
         for row in rows:
@@ -178,11 +207,25 @@ class Restoring:
                 timestamp = operation.timestamp
             else:
                 timestamp = row[11]
-                currency = row[12] if len(row) > 12 else name
+                currency = codec.row_currency(row, name)
                 packed = pack_text(str(timestamp), currency, (*row[3:11], ACCEPTED_VERSION), row[1], row[2])
                 remember(row[0], timestamp, packed)
             newest = max(newest, timestamp)
-        segments[key] = newest
+            if drawdown is not None:
+                mark = codec.row_mark(row)
+                if mark is not None:
+                    first_clock = mark[0] if first_clock is None else first_clock
+                    self._peak(name, drawdown.window_ms, mark)
+        segments[key] = (newest, first_clock)
+
+    def _peak(self, name: str, window_ms: int, mark: tuple[int, str, str]) -> None:
+        """Replay a mark into the fund's peak window: the first one the window restores seeds it with
+        its balance before (which the window forgets at once unless it is still needed)."""
+        clock, before, after = mark
+        peaks = self.peaks.get(name)
+        if peaks is None:
+            peaks = self.peaks[name] = PeakWindow(window_ms, Decimal(before))
+        peaks.record(clock, Decimal(after))
 
     def finish(self) -> int:
         """Install the restored funds; return how many fills their windows remember."""
@@ -197,6 +240,9 @@ class Restoring:
             names.add(name)
             ledger.funds[name] = record.state
             window = ledger.windows.get(name) or ledger.open_window(name)
+            peaks = self.peaks.get(name)
+            if peaks is not None and record.state.peak is not None:
+                ledger.peaks[name] = peaks
             book.adopt(name, _OpenFund(self.partition, record.applied_offsets, self.segments.get(name, {})))
             remembered += len(window)
         for name in set(self.segments) - names:  # segments of a fund without a record: none to keep

@@ -134,6 +134,8 @@ async def prepare_topics(settings: Settings) -> dict[str, int]:
             settings.adl_topic,
             settings.dlq_topic,
         ]
+        if adl_policy_on(settings):
+            wanted.append(settings.adl_states_topic)
         compacted = {changelog_topic(settings, table) for table in TABLES}
         missing = [name for name in [*wanted, *sorted(compacted)] if name not in existing]
         if missing:
@@ -153,6 +155,11 @@ async def prepare_topics(settings: Settings) -> dict[str, int]:
         return await _partition_counts(admin, [*wanted, *sorted(compacted)], created=True)
     finally:
         await admin.close()
+
+
+def adl_policy_on(settings: Settings) -> bool:
+    """Whether any fund runs the ADL policy (SPEC section 9): only then is its topic written."""
+    return settings.rules.default_drawdown is not None or bool(settings.rules.drawdown)
 
 
 async def partition_counts(settings: Settings, topics: Iterable[str]) -> dict[str, int]:

@@ -104,6 +104,7 @@ class _Publisher:
             "deltas": prefix + settings.deltas_topic,
             "adl": prefix + settings.adl_topic,
             "dlq": prefix + settings.dlq_topic,
+            "adl_states": prefix + settings.adl_states_topic,
         }
         self.producer: Any = None
         self.pending: list[Any] = []
@@ -119,6 +120,8 @@ class _Publisher:
             await self._send("deltas", (emitted.fund or "").encode(), emitted.delta)
             if emitted.trigger is not None:
                 await self._send("adl", (emitted.symbol or "").encode(), emitted.trigger)
+            if emitted.adl_state is not None:
+                await self._send("adl_states", (emitted.fund or "").encode(), emitted.adl_state)
         elif emitted.dead_letter is not None:
             await self._send("dlq", codec.dead_letter_key(input_key), emitted.dead_letter)
 

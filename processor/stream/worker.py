@@ -360,6 +360,8 @@ class Worker:
                         if emitted.trigger is not None:
                             triggers += 1
                             add(partition, adl_topic, (emitted.symbol or "").encode(), emitted.trigger)
+                        if emitted.adl_state is not None:
+                            add(partition, settings.adl_states_topic, fund.encode(), emitted.adl_state)
                     elif emitted.forward is not None:
                         forwarded += 1
                         add(

@@ -4,8 +4,10 @@ file replay of the same input, and every worker's ``GET /funds`` must equal the 
 
 from __future__ import annotations
 
+from decimal import Decimal
 from pathlib import Path
 
+from processor.domain.state import DrawdownPolicy
 from testkit.harness import Tally
 from testkit.scenarios import (
     backlog_scenario,
@@ -68,4 +70,24 @@ def test_sigkills_amid_fills_and_treasury_operations_apply_each_operation_once(
     )
     assert tally.kills == 4
     assert tally.busy_kills >= 1
+    assert_clean(tally, 3000)
+
+
+def test_sigkills_with_the_adl_policy_on_lose_and_repeat_no_state_change(
+    kafka_bootstrap: str, tmp_path: Path
+) -> None:
+    """The ADL policy's state changes (and the fund_drawdown triggers and unpaid losses it causes)
+    come out exactly once through SIGKILLs, in order per fund, as the file replay has them."""
+    policy = DrawdownPolicy(Decimal("0.3"), Decimal("0.25"), 600_000)
+    tally = kill_scenario(
+        kafka_bootstrap,
+        tmp_path,
+        fills=3000,
+        kills=4,
+        pause=(0.5, 5.0),
+        seed=21,
+        treasury=True,
+        adl_policy=policy,
+    )
+    assert tally.kills == 4
     assert_clean(tally, 3000)
