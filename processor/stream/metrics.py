@@ -28,6 +28,7 @@ REJECTION_REASONS = (
     codec.INVALID_EVENT,
     codec.UNSUPPORTED_VERSION,
     codec.CONFLICTING_DUPLICATE,
+    codec.OPERATION_REFUSED,
 )
 
 #: Events per batch: up to a few times the default ``BATCH_SIZE`` of 2000.
@@ -44,7 +45,7 @@ class _FundCollector:
         self._lag = lag
 
     @staticmethod
-    def _families() -> tuple[GaugeMetricFamily, GaugeMetricFamily, GaugeMetricFamily, GaugeMetricFamily]:
+    def _families() -> tuple[GaugeMetricFamily, ...]:
         return (
             GaugeMetricFamily(
                 "insurance_fund_balance",
@@ -64,21 +65,41 @@ class _FundCollector:
                 "Messages not yet processed, per input partition.",
                 labels=["partition"],
             ),
+            GaugeMetricFamily(
+                "insurance_fund_adl_drawdown_state",
+                "ADL policy: 1 while the fund is in drawdown (pays no losses), 0 when normal.",
+                labels=["fund"],
+            ),
+            GaugeMetricFamily(
+                "insurance_fund_drawdown",
+                "ADL policy: (peak - balance) / peak after the fund's last delta.",
+                labels=["fund"],
+            ),
+            GaugeMetricFamily(
+                "insurance_fund_peak_balance",
+                "ADL policy: the highest balance of the trailing window (a float64 approximation).",
+                labels=["fund"],
+            ),
         )
 
     def describe(self) -> Iterable[Metric]:
         return self._families()
 
     def collect(self) -> Iterable[Metric]:
-        balance, sequence, last_event, lag = self._families()
+        families = self._families()
+        balance, sequence, last_event, lag, adl_state, drawdown, peak = families
         for state in sorted(self._funds(), key=attrgetter("fund")):
             balance.add_metric([state.fund], float(state.balance))
             sequence.add_metric([state.fund], state.sequence)
             if state.last_timestamp is not None:
                 last_event.add_metric([state.fund], state.last_timestamp / 1000)
+            if state.peak is not None:  # under an ADL policy
+                adl_state.add_metric([state.fund], 1 if state.adl_state == "drawdown" else 0)
+                drawdown.add_metric([state.fund], float(state.drawdown or 0))
+                peak.add_metric([state.fund], float(state.peak))
         for partition, messages in sorted(self._lag().items()):
             lag.add_metric([partition], messages)
-        return (balance, sequence, last_event, lag)
+        return families
 
 
 class _WithoutCreated:

@@ -38,6 +38,9 @@ FUND_GAUGES = (
     "insurance_fund_sequence",
     "insurance_fund_last_event_timestamp_seconds",
     "insurance_fund_consumer_lag",
+    "insurance_fund_adl_drawdown_state",
+    "insurance_fund_drawdown",
+    "insurance_fund_peak_balance",
 )
 
 
@@ -130,6 +133,7 @@ def test_every_rejection_reason_is_present_even_when_zero() -> None:
         "invalid_event": 0,
         "unsupported_version": 0,
         "conflicting_duplicate": 1,
+        "operation_refused": 0,
         "something_new": 2,
     }
 
@@ -319,3 +323,13 @@ def test_any_worker_renders_parseable_text(
         **rejected,
     }
     assert by_label(families["insurance_fund_consumer_lag"], "partition") == lag
+
+
+def test_adl_policy_gauges_appear_for_funds_under_the_policy_only() -> None:
+    under = state("USDT-MEME", Decimal("700"))._replace(
+        adl_state="drawdown", peak=Decimal("1000.00000000"), drawdown=Decimal("0.30000000")
+    )
+    families = scrape(make_metrics([under, state("BTC", Decimal("2"))]))
+    assert by_label(families["insurance_fund_adl_drawdown_state"], "fund") == {"USDT-MEME": 1}
+    assert by_label(families["insurance_fund_drawdown"], "fund") == {"USDT-MEME": 0.3}
+    assert by_label(families["insurance_fund_peak_balance"], "fund") == {"USDT-MEME": 1000}
