@@ -2,11 +2,10 @@
 
 from __future__ import annotations
 
-from decimal import Decimal
 from pathlib import Path
 
 from processor.codec import FillDecoder
-from processor.config import load_pools
+from processor.config import Settings
 from processor.domain.ledger import Ledger
 from processor.domain.state import FundRules
 from processor.pipeline import Pipeline
@@ -15,25 +14,48 @@ from processor.replay import OutputFiles, read_lines, replay_lines
 GOLDEN = Path(__file__).resolve().parent
 #: Dead letters carry processing time; golden runs pin it so the files are stable.
 FIXED_CLOCK_MS = 1_700_000_000_000
-#: The crash scenario starts its funds with money in them, so losses are partly paid, partly ADL'd.
-RULES = FundRules(initial_balance={"USDT": Decimal("250000"), "BTC": Decimal("1.5")})
+OUTPUTS = ("deltas.jsonl", "adl.jsonl", "dlq.jsonl", "state.json", "adl_states.jsonl")
 
 
 def scenarios() -> list[Path]:
     return sorted(path for path in GOLDEN.iterdir() if (path / "input.jsonl").is_file())
 
 
-def rules_of(scenario: Path) -> FundRules:
-    """The shared rules, with the scenario's ``pools.toml`` when it has one (SPEC section 7)."""
+def settings_of(scenario: Path) -> dict[str, str]:
+    """The scenario's settings as the worker's environment: the shared initial balances, then its
+    ``settings.env`` (``NAME=VALUE`` lines) and its ``pools.toml``, when it has them."""
+    env = {"FUND_INITIAL_BALANCES": "USDT=250000,BTC=1.5"}
+    settings = scenario / "settings.env"
+    if settings.is_file():
+        for line in settings.read_text().splitlines():
+            if line.strip() and not line.startswith("#"):
+                name, _, value = line.partition("=")
+                env[name.strip()] = value.strip()
     pools = scenario / "pools.toml"
-    return RULES._replace(pools=load_pools(str(pools))) if pools.is_file() else RULES
+    if pools.is_file():
+        env["FUND_POOLS_FILE"] = str(pools)
+    return env
+
+
+def rules_of(scenario: Path) -> FundRules:
+    return Settings.from_env(settings_of(scenario)).rules
 
 
 def replay_scenario(scenario: Path, out: Path) -> None:
     ledger = Ledger(rules_of(scenario))
     pipeline = Pipeline(FillDecoder.from_schema_dir(), ledger, clock_ms=lambda: FIXED_CLOCK_MS)
-    outputs = OutputFiles(out / "state.json", out / "deltas.jsonl", out / "adl.jsonl", out / "dlq.jsonl")
+    states = out / "adl_states.jsonl" if OUTPUTS[-1] in expected_outputs(scenario) else None
+    outputs = OutputFiles(
+        out / "state.json", out / "deltas.jsonl", out / "adl.jsonl", out / "dlq.jsonl", states
+    )
     replay_lines(read_lines(str(scenario / "input.jsonl")), pipeline, outputs, "input.jsonl")
+
+
+def expected_outputs(scenario: Path) -> tuple[str, ...]:
+    """The files a scenario records: ADL state changes only under an ADL policy."""
+    policy = rules_of(scenario)
+    on = policy.default_drawdown is not None or bool(policy.drawdown)
+    return OUTPUTS if on else OUTPUTS[:-1]
 
 
 def main() -> None:

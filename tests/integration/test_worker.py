@@ -18,7 +18,7 @@ from processor.domain.state import FundRules
 from testkit.broker import create_topics, produce, read_all
 from testkit.reference import FileReplay, by_fund, keyed_by_currency
 from testkit.worker import RunningWorker, WorkerConfig
-from tests.golden.regenerate import GOLDEN, rules_of
+from tests.golden.regenerate import GOLDEN, rules_of, settings_of
 
 GOLDEN_RULES_ENV = {"FUND_INITIAL_BALANCES": "USDT=250000,BTC=1.5"}
 GOLDEN_RULES = FundRules(initial_balance={"USDT": Decimal("250000"), "BTC": Decimal("1.5")})
@@ -36,17 +36,16 @@ def golden_messages(scenario: str = "crash") -> list[bytes]:
     return (GOLDEN / scenario / "input.jsonl").read_bytes().splitlines()
 
 
-@pytest.mark.parametrize("scenario", ["crash", "pools"])
+@pytest.mark.parametrize("scenario", ["crash", "pools", "drawdown"])
 def test_recorded_scenario_matches_file_replay_byte_for_byte(
     worker_config: WorkerConfig, start_worker: Any, scenario: str
 ) -> None:
-    """The golden scenarios (the pools one: two pools, top-ups, withdrawals, one refused, a transfer)
-    through a worker equal their file replay, and so their recorded outputs."""
+    """The golden scenarios (pools: two pools, top-ups, withdrawals, one refused, a transfer;
+    drawdown: the ADL policy into drawdown and back) through a worker equal their file replay, and so
+    their recorded outputs."""
     worker_config.partitions = 3
-    worker_config.extra_env.update(GOLDEN_RULES_ENV)
+    worker_config.extra_env.update(settings_of(GOLDEN / scenario))
     rules = rules_of(GOLDEN / scenario)
-    if rules.pools:
-        worker_config.extra_env["FUND_POOLS_FILE"] = str(GOLDEN / scenario / "pools.toml")
     messages = golden_messages(scenario)
     expected = FileReplay(messages, rules)
     recorded = (GOLDEN / scenario / "expected" / "deltas.jsonl").read_bytes().splitlines()
@@ -76,6 +75,11 @@ def test_recorded_scenario_matches_file_replay_byte_for_byte(
     )
     assert all(letter["source_topic"] == worker_config.input_topic for letter in got_letters)
     assert worker.funds() == expected.states
+    if expected.adl_states:
+        states = run(
+            read_all(worker_config.bootstrap, worker_config.adl_states_topic, len(expected.adl_states))
+        )
+        assert by_fund([value for _, value, _ in states]) == by_fund(expected.adl_states)
 
 
 def test_input_keyed_by_symbol_is_repartitioned_and_ledgers_chain(
