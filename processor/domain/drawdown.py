@@ -47,6 +47,18 @@ def rounded_drawdown(drawdown: Decimal) -> Decimal:
     return drawdown.quantize(DRAWDOWN_QUANTUM, ROUND_HALF_EVEN, EXACT)
 
 
+class _Record:
+    """A balance recorded at ``clock`` (None: the seed, before every record); ``following`` is the
+    clock of the record after it, once there is one."""
+
+    __slots__ = ("balance", "clock", "following")
+
+    def __init__(self, clock: int | None, balance: Decimal) -> None:
+        self.clock = clock
+        self.balance = balance
+        self.following: int | None = None
+
+
 class PeakWindow:
     """The highest balance a fund held in ``[c - window_ms, c]``, exactly, as the clock ``c`` moves.
 
@@ -58,33 +70,32 @@ class PeakWindow:
     says when it has slipped before ``c - window_ms``. Memory: at most the records of the window.
     """
 
-    __slots__ = ("_entries", "window_ms")
+    __slots__ = ("_records", "window_ms")
 
     def __init__(self, window_ms: int, seed: Decimal | None = None) -> None:
         self.window_ms = window_ms
-        # [clock (None: the seed, before every record), balance, clock of the next record or None]
-        self._entries: deque[list[object]] = deque()
+        self._records: deque[_Record] = deque()
         if seed is not None:
-            self._entries.append([None, seed, None])
+            self._records.append(_Record(None, seed))
 
     def __len__(self) -> int:
-        return len(self._entries)
+        return len(self._records)
 
     def __iter__(self) -> Iterator[tuple[int | None, Decimal]]:
-        return ((entry[0], entry[1]) for entry in self._entries)  # type: ignore[misc]
+        return ((record.clock, record.balance) for record in self._records)
 
     def record(self, clock: int, balance: Decimal) -> Decimal:
         """Record ``balance`` at ``clock`` (never less than the last clock) and return the peak."""
-        entries = self._entries
-        if entries:
-            entries[-1][2] = clock
-        while entries and entries[-1][1] <= balance:  # type: ignore[operator]
-            entries.pop()
-        entries.append([clock, balance, None])
+        records = self._records
+        if records:
+            records[-1].following = clock
+        while records and records[-1].balance <= balance:
+            records.pop()
+        records.append(_Record(clock, balance))
         horizon = clock - self.window_ms
-        while len(entries) > 1:
-            following = entries[0][2]
-            if following is None or following > horizon:  # type: ignore[operator]
+        while len(records) > 1:
+            following = records[0].following
+            if following is None or following > horizon:
                 break
-            entries.popleft()
-        return entries[0][1]  # type: ignore[return-value]
+            records.popleft()
+        return records[0].balance
