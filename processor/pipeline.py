@@ -131,7 +131,7 @@ class Pipeline:
         if currency is None:
             detail = f"field 'fund' names pool {fund!r}, which the pools file does not define"
             return self._rejected(
-                Rejection(codec.INVALID_EVENT, detail), value, key, topic, partition, offset
+                Rejection(codec.INVALID_EVENT, detail), value, key, topic, partition, offset, headers
             )
         policy = ledger.policy(fund)
         if not policy.q(operation.amount):
@@ -140,7 +140,7 @@ class Pipeline:
                 f"({policy.precision} places)"
             )
             return self._rejected(
-                Rejection(codec.INVALID_EVENT, detail), value, key, topic, partition, offset
+                Rejection(codec.INVALID_EVENT, detail), value, key, topic, partition, offset, headers
             )
         if self.home is not None and topic == self.routed_topic:
             home = self.home(currency)

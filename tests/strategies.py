@@ -15,7 +15,8 @@ from typing import Any
 import attrs
 from hypothesis import strategies as st
 
-from processor.domain.events import LiquidationFill
+from processor.domain.events import FundOperation, LiquidationFill, OperationType
+from processor.domain.pools import Pool
 from testkit.fields import DECIMAL_FIELDS, REQUIRED_FIELDS
 
 BASE_TIMESTAMP = 1_700_000_000_000
@@ -461,3 +462,321 @@ def invalid_messages(draw: st.DrawFn) -> InvalidMessage:
         )
     )
     return InvalidMessage(raw, "invalid_json", None)
+
+
+# --- ADL policy (SPEC section 9): streams that cross the drawdown thresholds both ways ------------
+
+#: Linear funds whose fills' results are exact price moves, so streams can be sized to the balance.
+DRAWDOWN_SYMBOLS: Mapping[str, str] = {"USDT": "BTCUSDT", "USDC": "BTCUSDC"}
+DRAWDOWN_BANKRUPTCY_PRICE = Decimal(28000)
+_DRAWDOWN_KINDS = st.sampled_from(
+    ["loss", "loss", "loss", "surplus", "surplus", "no_liquidity", "top_up", "withdrawal", "resend"]
+)
+_DRAWDOWN_QUANTITIES = st.sampled_from([Decimal(1), Decimal(2), Decimal("0.5"), Decimal("0.123456789")])
+
+
+def draw_time_step(draw: st.DrawFn, window_ms: int) -> int:
+    """How far the next event time lies from the last one: often a tie, sometimes back in time (a late
+    event), sometimes exactly one window (the boundary ``c - W``) or one millisecond either side."""
+    choice = draw(st.integers(0, 9))
+    if choice <= 1:
+        return 0
+    if choice == 2:
+        return -draw(st.integers(1, window_ms + 1))
+    if choice == 3:
+        return window_ms + draw(st.integers(-1, 1))
+    return draw(st.integers(1, max(1, window_ms // 3)))
+
+
+@st.composite
+def drawdown_streams(
+    draw: st.DrawFn,
+    *,
+    window_ms: int,
+    funds: Sequence[str] = tuple(DRAWDOWN_SYMBOLS),
+    min_size: int = 1,
+    max_size: int = 40,
+) -> list[LiquidationFill | FundOperation]:
+    """Fills and top-ups / withdrawals of linear funds, results up to ~900 (the size of the funds'
+    balances in the tests), so drawdowns cross START and STOP often; event times tie, go back and
+    jump by a window; some events are faithful re-sends, a few conflicting ones."""
+    events: list[LiquidationFill | FundOperation] = []
+    timestamp = BASE_TIMESTAMP
+    for index in range(draw(st.integers(min_size, max_size))):
+        timestamp = max(0, timestamp + draw_time_step(draw, window_ms))
+        kind = draw(_DRAWDOWN_KINDS)
+        if kind == "resend":
+            if events:
+                original = events[draw(st.integers(0, len(events) - 1))]
+                if isinstance(original, LiquidationFill) and draw(st.integers(0, 3)) == 0:
+                    original = original._replace(fee=original.fee + Decimal("0.01"))  # a conflict
+                events.append(original)
+            continue
+        fund = draw(st.sampled_from(funds))
+        amount = draw_decimal(draw, "0.01", "450", 2)
+        if kind in ("top_up", "withdrawal"):
+            operation_type: OperationType = "top_up" if kind == "top_up" else "withdrawal"
+            events.append(
+                FundOperation(
+                    f"op-{index:04d}", operation_type, fund, amount, "treasury", "", None, timestamp
+                )
+            )
+            continue
+        quantity = draw(_DRAWDOWN_QUANTITIES)
+        move = amount if kind == "surplus" else -amount
+        unfilled = draw_decimal(draw, "0.001", "5", 3) if draw(st.integers(0, 4)) == 0 else Decimal(0)
+        if kind == "no_liquidity":
+            quantity, unfilled = Decimal(0), unfilled or Decimal(1)
+        fee = draw_decimal(draw, "0", "2", 4) if draw(st.integers(0, 3)) == 0 else Decimal(0)
+        events.append(
+            make_fill(
+                fill_id=f"fill-{index:04d}",
+                liquidation_id=f"liq-{index:04d}",
+                symbol=DRAWDOWN_SYMBOLS[fund],
+                margin_currency=fund,
+                fill_price=DRAWDOWN_BANKRUPTCY_PRICE + move,
+                bankruptcy_price=DRAWDOWN_BANKRUPTCY_PRICE,
+                quantity=quantity,
+                unfilled_quantity=unfilled,
+                fee=fee,
+                timestamp=timestamp,
+            )
+        )
+    return events
+
+
+# --- treasury operations and fund pools (SPEC sections 7 and 8) -------------------------------------
+
+OPERATION_TYPES = ("top_up", "withdrawal")
+
+#: A valid top-up as a wire document (SPEC section 8).
+OPERATION_DOCUMENT: Mapping[str, Any] = {
+    "type": "top_up",
+    "operation_id": "op-0001",
+    "fund": "USDT",
+    "amount": "1000",
+    "requested_by": "treasury:alice",
+    "reason": "refill after the crash",
+    "timestamp": BASE_TIMESTAMP,
+    "version": 1,
+}
+
+
+def operation_document(**changes: Any) -> dict[str, Any]:
+    """The top-up document with some fields changed; ``DELETE`` as a value removes the field."""
+    document = dict(OPERATION_DOCUMENT)
+    for name, value in changes.items():
+        if value is DELETE:
+            document.pop(name, None)
+        else:
+            document[name] = value
+    return document
+
+
+def operation_bytes(**changes: Any) -> bytes:
+    return encode(operation_document(**changes))
+
+
+def make_operation(**changes: Any) -> FundOperation:
+    """A ``FundOperation`` built directly (no codec): the top-up document's values unless told otherwise."""
+    values: dict[str, Any] = {
+        "operation_id": "op-0001",
+        "type": "top_up",
+        "fund": "USDT",
+        "amount": Decimal("1000"),
+        "requested_by": "treasury:alice",
+        "reason": "refill after the crash",
+        "transfer_id": None,
+        "timestamp": BASE_TIMESTAMP,
+        "version": 1,
+    }
+    for name, value in changes.items():
+        if name not in values:
+            raise TypeError(f"FundOperation has no field {name!r}")
+        values[name] = Decimal(value) if name == "amount" and not isinstance(value, Decimal) else value
+    return FundOperation(**values)
+
+
+@attrs.frozen
+class OperationEvent:
+    """A valid top-up or withdrawal and how it is spelled on the wire (the amount as a string, an
+    exponent string or a JSON number; ``reason``, ``transfer_id`` and ``version`` present, absent or
+    null when they hold their defaults; unknown extra fields)."""
+
+    operation_id: str
+    type: str
+    fund: str
+    amount: Decimal
+    requested_by: str
+    reason: str
+    transfer_id: str | None
+    timestamp: int
+    spelling: str = attrs.field(default="plain", eq=False)
+    absent: frozenset[str] = attrs.field(default=frozenset(), eq=False)
+    nulled: frozenset[str] = attrs.field(default=frozenset(), eq=False)
+    extra: Mapping[str, Any] = attrs.field(factory=dict, eq=False)
+
+    def document(self) -> dict[str, Any]:
+        document: dict[str, Any] = {}
+        for name in FundOperation._fields:
+            if name in self.absent:
+                continue
+            if name in self.nulled:
+                document[name] = None
+            elif name == "amount":
+                document[name] = spell_decimal(self.amount, self.spelling)
+            elif name == "version":
+                document[name] = 1
+            else:
+                document[name] = getattr(self, name)
+        document.update(self.extra)
+        return document
+
+    def encode(self) -> bytes:
+        return encode(self.document())
+
+    def expected(self) -> FundOperation:
+        """The domain value the decoder must produce (compared by value)."""
+        return FundOperation(
+            self.operation_id,
+            self.type,  # type: ignore[arg-type]
+            self.fund,
+            self.amount,
+            self.requested_by,
+            self.reason,
+            self.transfer_id,
+            self.timestamp,
+            1,
+        )
+
+    def respelled(self, draw: st.DrawFn) -> OperationEvent:
+        """The same operation (equal by value) spelled another way: a faithful re-send."""
+        absent, nulled = set(), set()
+        for name, default in (("reason", ""), ("transfer_id", None), ("version", 1)):
+            if (getattr(self, name, 1)) == default:
+                presence = draw(_PRESENCE)
+                if presence == "absent":
+                    absent.add(name)
+                elif presence == "null":
+                    nulled.add(name)
+        return attrs.evolve(
+            self,
+            spelling=draw(st.sampled_from(SPELLINGS)),
+            absent=frozenset(absent),
+            nulled=frozenset(nulled),
+            extra=draw(_EXTRAS),
+        )
+
+
+#: Texts a treasury tool may write: empty, plain, unicode, and the duplicate window's field separator.
+free_texts = st.one_of(
+    st.sampled_from(["", "refill", "a\x1fb", "\x1f", "excès de réserve 💰", "x" * 512]),
+    st.text(alphabet=st.characters(codec="utf-8"), max_size=40),
+)
+_REQUESTERS = st.sampled_from(["treasury:alice", "treasury:bob", "risk-bot", "ops\x1fteam", "財務"])
+
+
+def draw_operation_amount(draw: st.DrawFn) -> Decimal:
+    """Amounts over several magnitudes (so withdrawals are sometimes refused, sometimes applied),
+    with more places than a fund keeps, but never one that rounds to 0 at 6 or more places."""
+    high = draw(st.sampled_from(["1", "100", "5000", "50000"]))
+    return draw_decimal(draw, "0.001", high, 10)
+
+
+def draw_operation_event(
+    draw: st.DrawFn,
+    *,
+    funds: Sequence[str] = CURRENCIES,
+    operation_id: str | None = None,
+    timestamp: int | None = None,
+    kind: str | None = None,
+) -> OperationEvent:
+    """A valid operation on one of ``funds``, spelled in any of the allowed ways."""
+    reason = draw(free_texts) if draw(st.booleans()) else ""
+    transfer_id = draw(st.sampled_from([None, None, "tr-1", "tr-\x1f2", "tr-ü"]))
+    event = OperationEvent(
+        operation_id=operation_id if operation_id is not None else draw(identifiers),
+        type=kind if kind is not None else draw(st.sampled_from(OPERATION_TYPES)),
+        fund=draw(st.sampled_from(funds)),
+        amount=draw_operation_amount(draw),
+        requested_by=draw(_REQUESTERS),
+        reason=reason,
+        transfer_id=transfer_id,
+        timestamp=timestamp if timestamp is not None else BASE_TIMESTAMP + draw(st.integers(0, 86_400_000)),
+    )
+    return event.respelled(draw)
+
+
+@st.composite
+def operation_events(
+    draw: st.DrawFn, *, funds: Sequence[str] = CURRENCIES, kind: str | None = None
+) -> OperationEvent:
+    """A valid operation with any id (unicode included) and any spelling."""
+    return draw_operation_event(draw, funds=funds, kind=kind)
+
+
+#: Symbol patterns a pools file may list for a currency: exact names, fnmatch patterns, names that
+#: match nothing, and names of another currency's contracts.
+POOL_SYMBOLS: Mapping[str, tuple[str, ...]] = {
+    "USDT": ("BTCUSDT", "ETH*", "*USDT", "S?LUSDT", "[BE]*USDT", "btcusdt", "MEME*USDT", "BTCUSDC"),
+    "USDC": ("BTCUSDC", "*USDC", "ETH?SDC", "*USDT"),
+    "BTC": ("BTCUSD", "BTCUSD_*", "*", "ETHUSD"),
+    "ETH": ("ETHUSD", "ETH*", "BTCUSD"),
+}
+#: Event times a pool's range may start or end at: around the generated streams' times.
+_POOL_TIMES = st.integers(BASE_TIMESTAMP - 1_000_000, BASE_TIMESTAMP + 16_000_000)
+_POOL_AMOUNTS = st.sampled_from(["0", "100", "2500.5", "10000", "0.123456789"])
+
+
+@st.composite
+def pool_lists(draw: st.DrawFn, *, currencies: Sequence[str] = CURRENCIES, max_size: int = 5) -> list[Pool]:
+    """Pools as a valid pools file lists them: unique ids, overlapping symbols, optional amounts and
+    time ranges (from < until)."""
+    pools: list[Pool] = []
+    for number in range(draw(st.integers(0, max_size))):
+        currency = draw(st.sampled_from(currencies))
+        symbols = draw(st.lists(st.sampled_from(POOL_SYMBOLS[currency]), min_size=1, max_size=3))
+        since = draw(st.none() | _POOL_TIMES)
+        until = draw(st.none() | _POOL_TIMES)
+        if since is not None and until is not None and since >= until:
+            since, until = until - 1, since + 1
+        pools.append(
+            Pool(
+                fund=f"{currency}{draw(st.sampled_from('-_'))}P{number}",
+                currency=currency,
+                symbols=tuple(symbols),
+                initial_balance=draw(st.none() | _POOL_AMOUNTS.map(Decimal)),
+                floor=draw(st.none() | _POOL_AMOUNTS.map(Decimal)),
+                from_timestamp=since,
+                until_timestamp=until,
+            )
+        )
+    return pools
+
+
+InputEvent = FillEvent | OperationEvent
+
+
+@st.composite
+def mixed_sequences(
+    draw: st.DrawFn,
+    *,
+    funds: Sequence[str] = CURRENCIES,
+    currencies: Sequence[str] = CURRENCIES,
+    max_size: int = 30,
+) -> list[InputEvent]:
+    """Fills and operations (on ``funds``) with unique ids, interleaved in any order, event times
+    mostly increasing; no re-sends (tests add their own)."""
+    events: list[InputEvent] = []
+    clock = BASE_TIMESTAMP
+    for index in range(draw(st.integers(1, max_size))):
+        clock += draw(st.integers(-60_000, 600_000))
+        if draw(st.integers(0, 2)) == 0:
+            events.append(
+                draw_operation_event(draw, funds=funds, operation_id=f"op-{index:04d}", timestamp=clock)
+            )
+        else:
+            events.append(
+                draw_fill_event(draw, currencies=currencies, fill_id=f"fill-{index:04d}", timestamp=clock)
+            )
+    return events

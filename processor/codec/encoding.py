@@ -167,7 +167,7 @@ def encode_delta(delta: FundDelta) -> bytes:
 
 def operation_delta_document(delta: OperationDelta) -> dict[str, Any]:
     """The delta of a top-up or withdrawal: the fill fields null, the fill's amounts zero."""
-    zero = amount_text(delta.amount * 0)  # the fund's zero, at its precision
+    zero = amount_text(delta.amount.copy_abs() * 0)  # the fund's (positive) zero, at its precision
     document: dict[str, Any] = {
         "delta_id": delta.operation_id,
         "fund": delta.fund,

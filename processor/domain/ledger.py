@@ -321,6 +321,8 @@ class Ledger:
         state = self.funds.get(fund) or FundState.opened(fund, policy)
         window = self.windows.get(fund) or self.open_window(fund)
         outcome = apply_operation(state, operation, policy, currency, window.get(operation.operation_id))
+        if outcome.refusal is not None or outcome.conflict is not None:
+            return outcome  # nothing changed: not even a fund that has seen nothing is opened
         if policy.drawdown is not None and outcome.delta is not None:
             outcome = self._watch(fund, policy.drawdown, outcome)
         self.funds[fund] = outcome.state

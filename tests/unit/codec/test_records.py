@@ -86,4 +86,9 @@ def test_a_fill_segment_reads_back_as_written(event: FillEvent) -> None:
     fill = DECODER.decode(event.encode())
     assert isinstance(fill, LiquidationFill)
     segment = [fill, fill._replace(fill_id=fill.fill_id + "-next", quantity=D(0), unfilled_quantity=D(1))]
-    assert codec.decode_fill_segment(fill.margin_currency, codec.encode_fill_segment(fill.margin_currency, segment)) == segment
+    assert (
+        codec.decode_fill_segment(
+            fill.margin_currency, codec.encode_fill_segment(fill.margin_currency, segment)
+        )
+        == segment
+    )

@@ -6,20 +6,30 @@ them only when its "transaction" commits, as in the worker.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from decimal import Decimal
 from typing import Any
 
 import attrs
-from hypothesis import given
+from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from processor import codec
-from processor.domain.events import LiquidationFill
-from processor.domain.fold import Outcome
+from processor.domain.events import LiquidationFill, OperationDelta
+from processor.domain.fold import Applied, Outcome
 from processor.domain.ledger import DEFAULT_DUPLICATE_WINDOW_MS, Ledger
+from processor.domain.pools import FundPools, Pool
 from processor.domain.state import FundRules
-from processor.stream.book import FUNDS, SEEN, TAIL_KEY, FundBook, Write
-from tests.strategies import BASE_TIMESTAMP, fill_sequences, make_fill
+from processor.stream.book import FUNDS, OPERATION_WEIGHT, SEEN, SEGMENT_FILLS, TAIL_KEY, FundBook, Write
+from tests.conftest import scaled
+from tests.strategies import (
+    BASE_TIMESTAMP,
+    CURRENCIES,
+    fill_sequences,
+    make_fill,
+    make_operation,
+    mixed_sequences,
+)
 
 D = Decimal
 T = BASE_TIMESTAMP
@@ -30,10 +40,19 @@ RULES = FundRules(
     initial_balance={"USDT": D("500"), "USDC": D("150"), "BTC": D("0.01")},
 )
 HOMES = {"USDT": 0, "BTC": 1, "USDC": 0, "ETH": 1}
+#: The same rules with pools: each lives on its currency's partition (SPEC section 7).
+POOL_RULES = RULES._replace(
+    pools=FundPools(
+        [
+            Pool("USDT-MEME", "USDT", ("ETH*",), D("500"), D("50")),
+            Pool("BTC_PERP", "BTC", ("BTCUSD_*",), from_timestamp=T),
+        ]
+    )
+)
 
 
 def home(fund: str) -> int:
-    return HOMES[fund]
+    return HOMES[POOL_RULES.pools.currency_of(fund) or fund]
 
 
 @attrs.define
@@ -41,12 +60,13 @@ class Tables:
     """The two tables of both partitions, committed writes only."""
 
     window_ms: int = DEFAULT_DUPLICATE_WINDOW_MS
+    rules: FundRules = RULES
     funds: dict[int, dict[bytes, bytes]] = attrs.field(factory=lambda: {0: {}, 1: {}})
     seen: dict[int, dict[bytes, bytes]] = attrs.field(factory=lambda: {0: {}, 1: {}})
     writes: int = 0
 
     def start(self, partitions: tuple[int, ...] = (0, 1)) -> FundBook:
-        book = FundBook(Ledger(RULES, self.window_ms), home)
+        book = FundBook(Ledger(self.rules, self.window_ms), home)
         for partition in partitions:
             restoring = book.restoring(partition)
             for key in sorted(self.seen[partition]):  # segments in sequence order, as written
@@ -82,24 +102,40 @@ class Tables:
     def segments(self, fund: str) -> dict[bytes, list[str]]:
         prefix = fund.encode() + b"/"
         return {
-            key: [fill.fill_id for fill in codec.decode_fill_segment(fund, value)]
+            key: [event[0] for event in codec.decode_fill_segment(fund, value)]
             for key, value in sorted(self.seen[home(fund)].items())
             if key.startswith(prefix)
         }
 
 
-def published(outcome: Outcome, ledger: Ledger) -> tuple[bytes | None, bytes | None, str | None, bytes]:
-    """What an outcome publishes (delta, trigger, conflict detail) and the state it leaves, as bytes."""
+def published(
+    outcome: Outcome, ledger: Ledger
+) -> tuple[bytes | None, bytes | None, str | None, str | None, bytes]:
+    """What an outcome publishes (delta, trigger, conflict or refusal detail) and the state it leaves,
+    as bytes."""
     policy = ledger.policy(outcome.state.fund)
+    delta = outcome.delta
     return (
-        codec.encode_delta(outcome.delta) if outcome.delta is not None else None,
+        codec.encode_operation_delta(delta)
+        if isinstance(delta, OperationDelta)
+        else (codec.encode_delta(delta) if delta is not None else None),
         codec.encode_trigger(outcome.trigger, policy) if outcome.trigger is not None else None,
         outcome.conflict,
+        outcome.refusal,
         codec.dumps(codec.state_document(outcome.state)),
     )
 
 
-def with_conflicts(data: st.DataObject, fills: list[LiquidationFill]) -> list[LiquidationFill]:
+def apply_event(ledger: Ledger, event: Applied) -> Outcome:
+    """Fold a fill, or apply an operation to its fund (whose currency the rules know)."""
+    if isinstance(event, LiquidationFill):
+        return ledger.fold(event)
+    currency = ledger.currency_of(event.fund)
+    assert currency is not None
+    return ledger.operate(event, currency)
+
+
+def with_conflicts(data: st.DataObject, fills: list[Applied]) -> list[Applied]:
     """Slip re-sends with different content (a conflicting duplicate) in after some originals."""
     fills = list(fills)
     for _ in range(data.draw(st.integers(0, 3), label="conflicts")):
@@ -107,7 +143,13 @@ def with_conflicts(data: st.DataObject, fills: list[LiquidationFill]) -> list[Li
             break
         original = data.draw(st.integers(0, len(fills) - 1), label="conflicting with")
         position = data.draw(st.integers(original + 1, len(fills)), label="at")
-        fills.insert(position, fills[original]._replace(fee=fills[original].fee + D("0.01")))
+        event = fills[original]
+        changed: Applied = (
+            event._replace(fee=event.fee + D("0.01"))
+            if isinstance(event, LiquidationFill)
+            else event._replace(amount=event.amount + D("0.01"))
+        )
+        fills.insert(position, changed)
     return fills
 
 
@@ -228,7 +270,7 @@ def test_segments_older_than_the_window_are_deleted_at_the_next_flush() -> None:
 # --- crash and resume, against one uninterrupted run --------------------------------------------------------
 
 
-def check_interrupted_run(data: st.DataObject, tables: Tables, fills: list[LiquidationFill]) -> None:
+def check_interrupted_run(data: st.DataObject, tables: Tables, fills: Sequence[Applied]) -> None:
     """Fold ``fills`` in random batches; after each, commit it, or crash before the commit (the batch
     is lost and read again by a new book), or restart cleanly; compare with one uninterrupted run."""
     book = tables.start()
@@ -237,7 +279,7 @@ def check_interrupted_run(data: st.DataObject, tables: Tables, fills: list[Liqui
     crashes = 0
     while position < len(fills):
         end = min(len(fills), position + data.draw(st.integers(1, 6), label="batch size"))
-        batch = [published(book.ledger.fold(fill), book.ledger) for fill in fills[position:end]]
+        batch = [published(apply_event(book.ledger, fill), book.ledger) for fill in fills[position:end]]
         action = data.draw(st.sampled_from(["commit", "restart", "crash"] if crashes < 4 else ["commit"]))
         if action == "crash":
             crashes += 1
@@ -249,13 +291,15 @@ def check_interrupted_run(data: st.DataObject, tables: Tables, fills: list[Liqui
         if action == "restart":
             book = tables.start()
 
-    ledger = Ledger(RULES, tables.window_ms)
-    expected = [published(ledger.fold(fill), ledger) for fill in fills]
+    ledger = Ledger(tables.rules, tables.window_ms)
+    expected = [published(apply_event(ledger, fill), ledger) for fill in fills]
     assert outputs == expected
     fresh = tables.start()
     assert fresh.ledger.funds == ledger.funds
     for fill in fills:  # a fresh worker knows every duplicate the uninterrupted run knows
-        assert published(fresh.ledger.fold(fill), fresh.ledger) == published(ledger.fold(fill), ledger)
+        assert published(apply_event(fresh.ledger, fill), fresh.ledger) == published(
+            apply_event(ledger, fill), ledger
+        )
 
 
 @given(events=fill_sequences(max_size=30), data=st.data())
@@ -272,3 +316,118 @@ def test_interrupted_runs_with_a_short_window_publish_the_same(
 ) -> None:
     fills = sorted((event.expected() for event in events), key=lambda fill: fill.timestamp)
     check_interrupted_run(data, Tables(window_ms=window_ms), [f for f in fills if f.margin_currency in HOMES])
+
+
+# --- pools and operations (SPEC sections 7 and 8) -----------------------------------------------------------
+
+
+def pool_events() -> list[Applied]:
+    """Fills of a currency fund and of two pools, top-ups, an applied withdrawal and a transfer."""
+    return [
+        usdt(1),
+        usdt(2, symbol="ETHUSDT"),  # the USDT-MEME pool's
+        btc(1),
+        btc(2, T + 1, symbol="BTCUSD_PERP"),  # the BTC_PERP pool's
+        make_operation(operation_id="top-1", fund="USDT", amount="100", reason="a\x1fb"),
+        make_operation(operation_id="out-1", fund="USDT-MEME", type="withdrawal", amount="25.5"),
+        make_operation(
+            operation_id="tr-1-out", fund="USDT", type="withdrawal", amount="10", transfer_id="tr-1"
+        ),
+        make_operation(operation_id="tr-1-in", fund="USDT-MEME", amount="10", transfer_id="tr-1", reason=""),
+        make_operation(
+            operation_id="btc-in", fund="BTC_PERP", amount="0.0000000001", requested_by="bot\x1f2"
+        ),
+    ]
+
+
+def test_pool_fills_and_operations_survive_flush_and_restore() -> None:
+    tables, ledger = Tables(rules=POOL_RULES), Ledger(POOL_RULES)
+    book = tables.start()
+    events = pool_events()
+    for event in events:
+        assert apply_event(book.ledger, event).delta is not None
+        apply_event(ledger, event)
+    tables.flush(book, 5)
+    assert set(tables.funds[0]) == {b"USDT", b"USDT-MEME"} and set(tables.funds[1]) == {b"BTC", b"BTC_PERP"}
+    assert tables.segments("USDT-MEME") == {b"USDT-MEME/000000000001": ["usdt-2", "out-1", "tr-1-in"]}
+    assert tables.segments("USDT") == {b"USDT/000000000001": ["usdt-1", "top-1", "tr-1-out"]}
+    assert tables.segments("BTC_PERP") == {b"BTC_PERP/000000000001": ["btc-2", "btc-in"]}
+    assert tables.record("BTC_PERP").state == ledger.funds["BTC_PERP"]
+
+    restarted = tables.start()
+    assert restarted.ledger.funds == ledger.funds
+    for fund, window in ledger.windows.items():
+        assert sorted(map(repr, restarted.ledger.windows[fund])) == sorted(map(repr, window)), fund
+    for event in events:  # every pool fill and operation is still known: a duplicate, not applied again
+        outcome = apply_event(restarted.ledger, event)
+        assert (outcome.delta, outcome.conflict, outcome.refusal) == (None, None, None), event
+        assert outcome == apply_event(ledger, event)
+    assert restarted.ledger.funds == ledger.funds
+    assert sum(state.duplicates for state in restarted.ledger.funds.values()) == len(events)
+
+
+def test_a_restored_book_knows_conflicts_with_operations_and_pool_fills() -> None:
+    tables = Tables(rules=POOL_RULES)
+    book = tables.start()
+    for event in pool_events():
+        apply_event(book.ledger, event)
+    tables.flush(book)
+    restarted = tables.start()
+    conflicts = [
+        make_operation(operation_id="top-1", fund="USDT", amount="101", reason="a\x1fb"),
+        make_operation(operation_id="tr-1-in", fund="USDT-MEME", amount="10", transfer_id="tr-2", reason=""),
+        make_operation(operation_id="usdt-2", fund="USDT-MEME", amount="1"),  # a pool fill's id
+        usdt(99, symbol="ETHUSDT")._replace(fill_id="out-1"),  # an operation's id, in the pool
+        btc(2, T + 1, symbol="BTCUSD_PERP", fee="0"),
+    ]
+    for event in conflicts:
+        outcome = apply_event(restarted.ledger, event)
+        assert outcome.conflict is not None and outcome.delta is None, event
+    assert "was already used by a fill applied to fund USDT-MEME" in str(
+        apply_event(restarted.ledger, conflicts[2]).conflict
+    )
+
+
+def test_a_refused_withdrawal_is_not_in_any_segment_and_is_tried_again_after_a_restart() -> None:
+    tables = Tables(rules=POOL_RULES)
+    book = tables.start()
+    apply_event(book.ledger, usdt(1, symbol="ETHUSDT"))  # USDT-MEME: 500 - 0.5 + 200 = 699.5, floor 50
+    refused = make_operation(operation_id="w", fund="USDT-MEME", type="withdrawal", amount="650")
+    assert apply_event(book.ledger, refused).refusal is not None
+    tables.flush(book)
+    assert tables.segments("USDT-MEME") == {b"USDT-MEME/000000000001": ["usdt-1"]}
+    restarted = tables.start()
+    assert apply_event(restarted.ledger, refused).refusal is not None
+    apply_event(restarted.ledger, make_operation(operation_id="t", fund="USDT-MEME", amount="0.5"))
+    assert apply_event(restarted.ledger, refused).delta is not None
+
+
+@settings(max_examples=scaled(50))
+@given(events=mixed_sequences(funds=[*CURRENCIES, "USDT-MEME", "BTC_PERP"], max_size=25), data=st.data())
+def test_interrupted_runs_with_pools_and_operations_publish_what_one_uninterrupted_run_publishes(
+    events: list[Any], data: st.DataObject
+) -> None:
+    applied = with_conflicts(data, [event.expected() for event in events])
+    check_interrupted_run(data, Tables(rules=POOL_RULES), applied)
+
+
+def test_operations_weigh_more_than_fills_in_a_segment_and_keys_follow_the_sequence() -> None:
+    tables = Tables(rules=POOL_RULES)
+    book = tables.start()
+    events: list[Applied] = [usdt(n, symbol="ETHUSDT") for n in range(3)]
+    events += [make_operation(operation_id=f"op-{n}", fund="USDT-MEME", amount="1") for n in range(130)]
+    for event in events:
+        apply_event(book.ledger, event)
+    tables.flush(book)
+    segments = tables.segments("USDT-MEME")
+    first_sequences = [int(key.partition(b"/")[2]) for key in segments]
+    sizes = [len(ids) for ids in segments.values()]
+    assert first_sequences == [1, 1 + sizes[0]]
+    assert [event_id for ids in segments.values() for event_id in ids] == [event[0] for event in events]
+    for ids in segments.values():  # an operation's row counts as OPERATION_WEIGHT fills
+        assert (
+            sum(1 if event_id.startswith("usdt-") else OPERATION_WEIGHT for event_id in ids) <= SEGMENT_FILLS
+        )
+    restarted = tables.start()
+    assert all(apply_event(restarted.ledger, event).delta is None for event in events)
+    assert restarted.ledger.funds["USDT-MEME"].duplicates == len(events)
