@@ -5,7 +5,9 @@
 - latency: fill -> committed delta at paced rates on a running worker, beside the cost of one Kafka
   transaction on the same broker (``bench/latency.py``);
 - recovery: SIGKILL a worker holding 1M fills, restart it with the same WORKER_ID: seconds to /health 200,
-  the state it then holds, its peak RSS (``bench/recovery.py``).
+  the state it then holds, its peak RSS (``bench/recovery.py``);
+- streams: throughput with 100 clients reading the dashboard's event stream against none, on the same input
+  (``bench/streams.py``).
 
 Each phase uses a fresh APP_ID and fresh topics, deleted afterwards. Figures are printed beside their
 targets ("met" / "MISSED by X%"); a miss never fails the run. The exit status is 1 only when something is
@@ -23,10 +25,10 @@ import tempfile
 import uuid
 from pathlib import Path
 
-from bench import latency, recovery, throughput
+from bench import latency, recovery, streams, throughput
 from bench.harness import BenchError, broker, delete_topics_with
 
-PHASES = ("throughput", "latency", "recovery")
+PHASES = ("throughput", "latency", "recovery", "streams")
 
 
 async def main_async(args: argparse.Namespace, phases: list[str]) -> list[str]:
@@ -64,6 +66,17 @@ async def run_phase(phase: str, args: argparse.Namespace, bootstrap: str, suffix
             seconds=args.seconds,
             warmup_seconds=args.warmup,
         )
+    elif phase == "streams":
+        await streams.run(
+            bootstrap,
+            suffix,
+            args.count,
+            args.partitions,
+            folder,
+            streams=args.streams,
+            rounds=args.stream_rounds,
+        )
+        await streams.serving_cost(args.streams)
     else:
         await recovery.run(bootstrap, suffix, args.recovery_count, args.partitions, folder)
 
@@ -83,6 +96,8 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=12.0, help="latency: seconds per rate")
     parser.add_argument("--warmup", type=float, default=3.0, help="latency: warm-up seconds")
     parser.add_argument("--recovery-count", type=int, default=1_000_000, help="recovery: fills folded")
+    parser.add_argument("--streams", type=int, default=100, help="streams: open dashboard event streams")
+    parser.add_argument("--stream-rounds", type=int, default=2, help="streams: runs with and without them")
     parser.add_argument("--keep-topics", action="store_true", help="keep the run's topics")
     args = parser.parse_args()
     phases = [phase for phase in (args.only or PHASES) if phase not in args.skip]

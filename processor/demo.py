@@ -1,7 +1,9 @@
-"""``make demo``: a worker, a simulated liquidation feed and a live terminal view of the funds.
+"""``make demo``: a worker, a simulated liquidation feed, a live terminal view of the funds and the address of
+the worker's dashboard, which draws the same funds in a browser.
 
 A calm market first (liquidations close better than bankruptcy: the funds grow), then a crash
-(prices gap through bankruptcy: the USDT fund drains and ADL triggers fire). Fresh topics every run.
+(prices gap through bankruptcy: the USDT fund drains, falls into ADL drawdown and ADL triggers fire), then
+treasury refills the funds (top-ups). Fresh topics every run.
 """
 
 from __future__ import annotations
@@ -26,10 +28,15 @@ from processor.stream.kafka import client_options
 CALM_FILLS = 1_500
 CRASH_FILLS = 900
 FILLS_PER_SECOND = 150
+REFILL_AFTER_SECONDS = 3.0  # the drained funds stay on screen a moment before treasury tops them up
+REFILLS = (("USDT", "30000"), ("BTC", "1"), ("USDT-MEME", "10000"))
+#: ``examples/pools.toml``: MEMEUSDT fills go to the isolated pool USDT-MEME, not to the USDT fund.
+POOLS_FILE = Path(__file__).resolve().parent.parent / "examples" / "pools.toml"
 MARKETS = (
     Market("BTCUSDT", "USDT", "linear", "0.001", 28000),
     Market("ETHUSDT", "USDT", "linear", "0.01", 1600),
     Market("SOLUSDT", "USDT", "linear", "1", 21),
+    Market("MEMEUSDT", "USDT", "linear", "100", 0.5),
     Market("BTCUSD", "BTC", "inverse", "100", 28000),
 )
 
@@ -44,7 +51,11 @@ def _demo_env(settings: Settings, run: str) -> dict[str, str]:
         "ADL_TOPIC": f"demo-{run}-adl-triggers",
         "DLQ_TOPIC": f"demo-{run}-liquidation-fills-dlq",
         "DATA_DIR": str(Path("var") / f"demo-{run}"),
+        "ADL_STATES_TOPIC": f"demo-{run}-insurance-fund-adl-states",
         "FUND_INITIAL_BALANCES": os.environ.get("FUND_INITIAL_BALANCES", "USDT=25000,BTC=0.5"),
+        "ADL_DRAWDOWN_START": os.environ.get("ADL_DRAWDOWN_START", "0.3"),
+        "ADL_DRAWDOWN_STOP": os.environ.get("ADL_DRAWDOWN_STOP", "0.25"),
+        "FUND_POOLS_FILE": os.environ.get("FUND_POOLS_FILE", str(POOLS_FILE)),
         "LOG_LEVEL": "warning",
     }
 
@@ -67,15 +78,33 @@ def _wait_healthy(url: str, worker: subprocess.Popen[bytes], timeout: float = 12
     raise SystemExit("the worker did not become healthy; see var/demo-worker.log")
 
 
-async def _feed(settings: Settings, topic: str) -> None:
+async def _feed(settings: Settings, topic: str, run: str) -> None:
     producer = AIOKafkaProducer(**client_options(settings), enable_idempotence=True, linger_ms=5)
     await producer.start()
     try:
         stream = fills(CALM_FILLS + CRASH_FILLS, seed=int(time.time()), crash_at=CALM_FILLS, markets=MARKETS)
+        last_timestamp = 0
         for number, fill in enumerate(stream, start=1):
             await producer.send(topic, value=codec.dumps(fill), key=str(fill["margin_currency"]).encode())
+            last_timestamp = int(str(fill["timestamp"]))
             if number % 15 == 0:
                 await asyncio.sleep(15 / FILLS_PER_SECOND)
+        await producer.flush()
+        await asyncio.sleep(REFILL_AFTER_SECONDS)
+        for fund, amount in REFILLS:
+            last_timestamp += 1_000
+            top_up = {
+                "type": "top_up",
+                "operation_id": f"demo-{run}-refill-{fund}",
+                "fund": fund,
+                "amount": amount,
+                "requested_by": "treasury:demo",
+                "reason": "refill after the crash",
+                "timestamp": last_timestamp,
+                "version": 1,
+            }
+            currency = fund.split("-")[0]  # a pool's currency (examples/pools.toml), keyed like its fills
+            await producer.send(topic, value=codec.dumps(top_up), key=currency.encode())
         await producer.flush()
     finally:
         await producer.stop()
@@ -103,7 +132,7 @@ async def _view(settings: Settings, url: str, adl_topic: str, feed: asyncio.Task
                 funds = _get_json(url + "/funds")
             except OSError:
                 funds = {}
-            _render(funds if isinstance(funds, dict) else {}, triggers, recent, feed.done())
+            _render(funds if isinstance(funds, dict) else {}, triggers, recent, feed.done(), url + "/")
             if feed.done():
                 quiet_until = quiet_until or time.monotonic() + 5
                 if time.monotonic() > quiet_until:
@@ -113,9 +142,17 @@ async def _view(settings: Settings, url: str, adl_topic: str, feed: asyncio.Task
 
 
 def _render(
-    funds: dict[str, dict[str, object]], triggers: Counter[str], recent: deque[str], done: bool
+    funds: dict[str, dict[str, object]],
+    triggers: Counter[str],
+    recent: deque[str],
+    done: bool,
+    dashboard: str,
 ) -> None:
-    lines = ["\x1b[2J\x1b[H insurance funds (live)  " + ("feed finished" if done else "feed running..."), ""]
+    lines = [
+        "\x1b[2J\x1b[H insurance funds (live)  " + ("feed finished" if done else "feed running..."),
+        f" dashboard: {dashboard}  (open it in a browser: the funds drain and refill as charts)",
+        "",
+    ]
     lines.append(
         f"  {'fund':<6}{'balance':>20}{'surplus':>18}{'paid':>18}{'shortfall':>18}{'fills':>8}{'ADL':>6}"
     )
@@ -143,9 +180,10 @@ def run_demo(settings: Settings) -> int:
         try:
             print(f"starting the worker (topics demo-{run}-*, logs in var/demo-worker.log) ...", flush=True)
             _wait_healthy(url, worker)
+            print(f"dashboard: {url}/ (open it in a browser)", flush=True)
 
             async def main() -> None:
-                feed = asyncio.ensure_future(_feed(settings, env["INPUT_TOPIC"]))
+                feed = asyncio.ensure_future(_feed(settings, env["INPUT_TOPIC"], run))
                 await _view(settings, url, env["ADL_TOPIC"], feed)
                 await feed
 

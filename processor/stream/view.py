@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from operator import attrgetter
 from typing import Any
 
@@ -63,6 +63,7 @@ class FundsView:
         self._caught_up = False
         self._waiting_logged = False
         self._task: asyncio.Task[None] | None = None
+        self._listeners: list[Callable[[FundState], None]] = []
 
     async def start(self) -> None:
         """Start following the changelog in a background task; return at once."""
@@ -81,6 +82,13 @@ class FundsView:
         for state in states:
             self._offer(state)
 
+    def listen(self, listener: Callable[[FundState], None]) -> None:
+        """Call ``listener`` with each state the view takes, right after it takes it (committed states only).
+
+        A listener runs on the worker's event loop, after every commit: it must be quick and must not raise.
+        """
+        self._listeners.append(listener)
+
     def states(self) -> list[FundState]:
         """Every fund, sorted by fund id."""
         return sorted(self._funds.values(), key=attrgetter("fund"))
@@ -98,6 +106,8 @@ class FundsView:
         # An identical duplicate moves ``duplicates`` but not ``sequence``; both only ever grow.
         if current is None or (state.sequence, state.duplicates) > (current.sequence, current.duplicates):
             self._funds[state.fund] = state
+            for listener in self._listeners:
+                listener(state)
 
     async def _follow(self) -> None:
         """Read forever; on a failure log it and start a new consumer after a pause: never kill the worker."""

@@ -1,4 +1,4 @@
-"""HTTP views of the worker on aiohttp: /funds, /funds/{fund}, /health, /metrics."""
+"""HTTP views of the worker on aiohttp: /funds, /funds/{fund}, /health, /metrics, and the dashboard at /."""
 
 from __future__ import annotations
 
@@ -7,6 +7,7 @@ from typing import Protocol
 from aiohttp import web
 
 from processor import codec
+from processor.stream.dashboard import Dashboard
 from processor.stream.metrics import Metrics
 from processor.stream.view import FundsView
 
@@ -24,7 +25,9 @@ def _json(document: object, status: int = 200) -> web.Response:
     return web.Response(body=codec.dumps(document), status=status, content_type=JSON)
 
 
-def create_app(view: FundsView, health: Health, metrics: Metrics) -> web.Application:
+def create_app(
+    view: FundsView, health: Health, metrics: Metrics, dashboard: Dashboard | None = None
+) -> web.Application:
     """The views as an aiohttp application, without a server (tests drive it with aiohttp's TestServer)."""
 
     async def funds(request: web.Request) -> web.Response:
@@ -55,16 +58,25 @@ def create_app(view: FundsView, health: Health, metrics: Metrics) -> web.Applica
             web.get("/metrics", exposition),
         ]
     )
+    if dashboard is not None:
+        dashboard.add_routes(app)
     return app
 
 
-async def start_web(host: str, port: int, view: FundsView, health: Health, metrics: Metrics) -> web.AppRunner:
+async def start_web(
+    host: str,
+    port: int,
+    view: FundsView,
+    health: Health,
+    metrics: Metrics,
+    dashboard: Dashboard | None = None,
+) -> web.AppRunner:
     """Serve the views on ``host:port``; the caller stops them with ``runner.cleanup()``.
 
     A port already in use raises ``OSError`` for the caller to report. No access log: scrapes are frequent.
     """
     runner = web.AppRunner(
-        create_app(view, health, metrics), access_log=None, shutdown_timeout=SHUTDOWN_SECONDS
+        create_app(view, health, metrics, dashboard), access_log=None, shutdown_timeout=SHUTDOWN_SECONDS
     )
     await runner.setup()
     try:

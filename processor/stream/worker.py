@@ -35,6 +35,7 @@ from processor.domain.state import FundState
 from processor.pipeline import Pipeline
 from processor.stream.book import FUNDS, SEEN, FundBook
 from processor.stream.connect import wait_for_broker
+from processor.stream.dashboard import Dashboard
 from processor.stream.kafka import (
     TABLES,
     changelog_topic,
@@ -94,6 +95,7 @@ class Worker:
         self.reader = ChangelogReader(self.options)
         self.view = FundsView(self.options, self.changelogs[FUNDS])
         self.metrics = Metrics(self.view.states, self.lag)
+        self.dashboard = Dashboard.for_worker(self.view, self.options, settings)
         self.consumer: AIOKafkaConsumer | None = None
         self.lock = asyncio.Lock()  # held by a batch, and by the rebalance listener
         self.generation = 0  # bumped by every assignment change: batches fetched before are dropped
@@ -145,7 +147,9 @@ class Worker:
         for signum in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(signum, self.stopping.set)
         try:
-            runner = await start_web(settings.web_host, settings.web_port, self.view, self, self.metrics)
+            runner = await start_web(
+                settings.web_host, settings.web_port, self.view, self, self.metrics, self.dashboard
+            )
         except OSError as error:
             raise ConfigError(
                 f"WEB_PORT: cannot listen on {settings.web_host}:{settings.web_port}"
