@@ -8,8 +8,9 @@ export PYTHONHASHSEED ?= 0
 
 .DEFAULT_GOAL := help
 .PHONY: help install test test-unit test-integration lint format golden bench bench-core bench-recovery soak run demo broker \
-        rebuild audit \
-        kafka-up kafka-down kafka-status kafka-purge clean
+        rebuild audit browser \
+        kafka-up kafka-down kafka-status kafka-purge cluster-up cluster-down cluster-status cluster-purge \
+        soak-cluster clean
 
 help: ## list the targets
 	@grep -hE '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*?## "}; {printf "  \033[36m%-18s\033[0m %s\n", $$1, $$2}'
@@ -22,13 +23,22 @@ $(STAMP): pyproject.toml
 
 install: $(STAMP) ## create .venv and install the package with its test extras (pinned)
 
-test: install lint ## lint, then run every test (starts a private Kafka broker unless KAFKA_BOOTSTRAP_SERVERS is set)
+test: install lint browser ## lint, then run every test (starts a private Kafka broker unless KAFKA_BOOTSTRAP_SERVERS is set)
 	$(PY) -m pytest -q
+
+browser: ## install Debian's chromium for the dashboard's browser test if missing (as root, with apt-get); else that test skips
+	@if command -v chromium >/dev/null 2>&1 || command -v chromium-browser >/dev/null 2>&1 || [ -n "$$CHROMIUM" ]; then :; \
+	elif [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+	  echo "installing chromium (apt-get) for the dashboard's browser test ..."; \
+	  { DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null \
+	    || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; }; } \
+	  || echo "could not install chromium: the browser test will be skipped"; \
+	else echo "no chromium, and no apt-get as root to install it: the browser test will be skipped"; fi
 
 test-unit: install ## run the tests that need no broker
 	$(PY) -m pytest -q -m "not integration"
 
-test-integration: install ## run the tests against a real broker
+test-integration: install browser ## run the tests against a real broker
 	$(PY) -m pytest -q -m integration
 
 lint: install ## ruff and mypy
@@ -43,10 +53,10 @@ format: install ## apply ruff's formatting and fixable lints
 golden: install ## regenerate tests/golden expected outputs from their recorded inputs (review the diff!)
 	$(PY) -m tests.golden.regenerate
 
-bench-core: install ## decode + fold + encode and file replay throughput over 1M generated fills
+bench-core: install broker ## decode + fold + encode and file replay over 1M generated fills; topic replay with --jobs 1 and 2
 	$(PY) -m bench.core
 
-bench: install broker ## worker throughput vs a bare aiokafka pipe, latency, recovery (BENCH_RECOVERY=0: skip it); then bench-core
+bench: install broker ## worker throughput vs a bare aiokafka pipe, latency, recovery (BENCH_RECOVERY=0: skip it), 100 dashboard streams vs none; then bench-core
 	$(PY) -m bench.stream --count 200000 $(if $(filter 0,$(BENCH_RECOVERY)),--skip recovery)
 	$(PY) -m bench.core
 
@@ -55,6 +65,9 @@ bench-recovery: install broker ## SIGKILL a worker holding 1M fills, restart it:
 
 soak: install ## the long crash-proof run: 50 SIGKILLs, rebalances, rolling restarts, broker restarts, 10k hostile messages; prints a table
 	$(PY) -m soak
+
+soak-cluster: install ## the failover soak on a private 3-node cluster: leader and coordinator kills, rolling broker restarts; 2 workers; prints a table with the longest stalls
+	$(PY) -m soak --cluster
 
 broker: # start the local broker unless KAFKA_BOOTSTRAP_SERVERS points at one
 	@if [ -z "$$KAFKA_BOOTSTRAP_SERVERS" ]; then bash scripts/kafka.sh up; fi
@@ -87,6 +100,18 @@ kafka-status: ## is the local broker running?
 
 kafka-purge: ## stop the local broker and delete its data (jars stay cached)
 	bash scripts/kafka.sh down --purge
+
+cluster-up: ## start a local 3-node Kafka cluster (KRaft; free ports, or KAFKA_CLUSTER_PORTS) and print the KAFKA_BOOTSTRAP_SERVERS to use
+	bash scripts/cluster.sh up
+
+cluster-down: ## stop the local 3-node cluster
+	bash scripts/cluster.sh down
+
+cluster-status: ## is each node of the local cluster running?
+	bash scripts/cluster.sh status
+
+cluster-purge: ## stop the local cluster and delete its data, logs and ports (jars stay cached)
+	bash scripts/cluster.sh down --purge
 
 clean: ## remove the virtualenv and caches (not the Kafka jars)
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache .hypothesis var

@@ -2,6 +2,11 @@
 
     python -m soak [--kills 50] [--fills 30000] [--rounds 4] [--rolling-rounds 2] [--restarts 3]
                    [--bad 10000] [--only NAME ...]
+    python -m soak --cluster [--leader-kills 5] [--coordinator-kills 3] [--broker-rounds 1]
+                   [--fills 30000] [--only NAME ...]
+
+``--cluster`` (``make soak-cluster``) runs the broker failover scenarios instead, on a private 3-node
+cluster (``scripts/cluster.sh``) with two workers, and adds the longest stalls to the table.
 
 The scenarios themselves live in ``testkit`` (``make test`` runs short versions of the same code);
 this module holds the long-run settings and the table.
@@ -20,6 +25,8 @@ from collections.abc import Callable
 from pathlib import Path
 
 from testkit.broker import kafka_broker
+from testkit.cluster import JarCluster
+from testkit.failover import FailoverTally, failover_scenario
 from testkit.harness import Tally
 from testkit.scenarios import (
     backlog_scenario,
@@ -30,13 +37,25 @@ from testkit.scenarios import (
 )
 
 SCENARIOS = ("kill", "backlog", "rebalance", "rolling", "broker", "hostile")
+#: ``--cluster`` scenarios, and what each disrupts (``testkit.failover.TARGETS``)
+CLUSTER_SCENARIOS = {
+    "leader": "leader",
+    "transaction-coordinator": "transaction coordinator",
+    "group-coordinator": "group coordinator",
+    "broker-rolling": "rolling",
+}
 
 
 def say(message: str) -> None:
     print(f"[{time.strftime('%H:%M:%S')}] {message}", flush=True)
 
 
-def _cells(tally: Tally) -> tuple[str, ...]:
+def _cells(tally: Tally, stalls: bool) -> tuple[str, ...]:
+    stall = (
+        (f"{tally.longest_output_stall:.1f}", f"{tally.longest_input_stall:.1f}")
+        if isinstance(tally, FailoverTally)
+        else ("", "")
+    )
     return (
         tally.scenario,
         str(tally.kills),
@@ -49,11 +68,13 @@ def _cells(tally: Tally) -> tuple[str, ...]:
         str(tally.dlq),
         f"{tally.peak_rss / 2**20:.0f}",
         f"{tally.seconds:.0f}",
+        *(stall if stalls else ()),
         "ok" if tally.ok else "FAILED",
     )
 
 
-def table(tallies: list[Tally]) -> str:
+def table(tallies: list[Tally], stalls: bool = False) -> str:
+    """The soak's table; with ``stalls``, the longest output and input stalls of each scenario too."""
     header = (
         "scenario",
         "kills survived",
@@ -66,9 +87,10 @@ def table(tallies: list[Tally]) -> str:
         "DLQ",
         "peak RSS MiB",
         "seconds",
+        *(("longest output stall s", "longest input stall s") if stalls else ()),
         "result",
     )
-    totals = Tally("total")
+    totals = FailoverTally("total")
     for tally in tallies:
         totals.kills += tally.kills
         totals.busy_kills += tally.busy_kills
@@ -81,7 +103,10 @@ def table(tallies: list[Tally]) -> str:
         totals.peak_rss = max(totals.peak_rss, tally.peak_rss)
         totals.seconds += tally.seconds
         totals.problems += tally.problems
-    rows = [header, *(_cells(tally) for tally in [*tallies, totals])]
+        if isinstance(tally, FailoverTally):
+            totals.longest_output_stall = max(totals.longest_output_stall, tally.longest_output_stall)
+            totals.longest_input_stall = max(totals.longest_input_stall, tally.longest_input_stall)
+    rows = [header, *(_cells(tally, stalls) for tally in [*tallies, totals])]
     widths = [max(len(row[column]) for row in rows) for column in range(len(header))]
     lines = [" | ".join(cell.rjust(width) for cell, width in zip(row, widths, strict=True)) for row in rows]
     lines.insert(1, "-+-".join("-" * width for width in widths))
@@ -102,9 +127,32 @@ def main() -> int:
     parser.add_argument("--restarts", type=int, default=3, help="broker restarts (3)")
     parser.add_argument("--bad", type=int, default=10_000, help="malformed messages in the hostile scenario")
     parser.add_argument("--seed", type=int, default=20261125)
-    parser.add_argument("--only", nargs="+", choices=SCENARIOS, default=list(SCENARIOS))
+    parser.add_argument(
+        "--cluster", action="store_true", help="the broker failover scenarios, on a private 3-node cluster"
+    )
+    parser.add_argument("--leader-kills", type=int, default=5, help="input partition leader kills (5)")
+    parser.add_argument(
+        "--coordinator-kills", type=int, default=3, help="kills of each kind of coordinator (3)"
+    )
+    parser.add_argument("--broker-rounds", type=int, default=1, help="rolling restarts of all 3 brokers (1)")
+    parser.add_argument(
+        "--only",
+        nargs="+",
+        choices=[*SCENARIOS, *CLUSTER_SCENARIOS],
+        help=f"single broker: {', '.join(SCENARIOS)} (all by default); --cluster:"
+        f" {', '.join(CLUSTER_SCENARIOS)} (all by default)",
+    )
     args = parser.parse_args()
     logging.basicConfig(level=logging.CRITICAL)  # client reconnect noise during broker restarts
+    if args.cluster:
+        if not set(args.only or ()) <= set(CLUSTER_SCENARIOS):
+            parser.error(
+                f"--only {' '.join(args.only)}: with --cluster, expected {', '.join(CLUSTER_SCENARIOS)}"
+            )
+        return soak_cluster(args)
+    args.only = args.only or list(SCENARIOS)
+    if not set(args.only) <= set(SCENARIOS):
+        parser.error(f"--only {' '.join(args.only)}: the cluster scenarios need --cluster")
 
     scratch = Path(tempfile.mkdtemp(prefix="soak-"))
     say(f"scratch directory {scratch}")
@@ -178,6 +226,49 @@ def main() -> int:
         )
     print()
     print(table(tallies))
+    return 0 if all(tally.ok for tally in tallies) else 1
+
+
+def soak_cluster(args: argparse.Namespace) -> int:
+    """The failover scenarios, one after another on one private 3-node cluster, then the table."""
+    only = args.only or list(CLUSTER_SCENARIOS)
+    rounds = {
+        "leader": args.leader_kills,
+        "transaction-coordinator": args.coordinator_kills,
+        "group-coordinator": args.coordinator_kills,
+        "broker-rolling": args.broker_rounds,
+    }
+    scratch = Path(tempfile.mkdtemp(prefix="soak-cluster-"))
+    say(f"scratch directory {scratch}")
+    tallies: list[Tally] = []
+    cluster = JarCluster(scratch / "cluster")
+    try:
+        cluster.up()
+        say(f"3-node cluster at {cluster.bootstrap}")
+        for name in only:
+            say(f"{name}: {rounds[name]} round(s) over {args.fills} fills, 2 workers")
+            try:
+                tally = failover_scenario(
+                    cluster,
+                    scratch / name,
+                    CLUSTER_SCENARIOS[name],
+                    fills=args.fills,
+                    rounds=rounds[name],
+                    seed=args.seed,
+                    say=say,
+                )
+            except Exception as error:  # reported in the table; the next scenario still runs
+                tally = FailoverTally(name, problems=[f"the scenario crashed: {error!r}"])
+                cluster.up()
+            tallies.append(tally)
+            say(f"{tally.scenario}: {'ok' if tally.ok else 'FAILED'} in {tally.seconds:.0f} s")
+            for problem in tally.problems:
+                say(f"  problem: {problem}")
+    finally:
+        ok = len(tallies) == len(only) and all(tally.ok for tally in tallies)
+        cluster.down(purge=ok)  # on a failure the nodes' logs stay in the scratch directory
+    print()
+    print(table(tallies, stalls=True))
     return 0 if all(tally.ok for tally in tallies) else 1
 
 

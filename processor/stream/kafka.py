@@ -10,7 +10,7 @@ from contextlib import suppress
 from typing import Any, NoReturn
 
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
-from aiokafka.errors import TopicAlreadyExistsError
+from aiokafka.errors import InvalidReplicationFactorError, TopicAlreadyExistsError
 
 from processor.config import ConfigError, KafkaSecurity, Settings
 
@@ -113,6 +113,16 @@ def changelog_topic(settings: Settings, table: str) -> str:
     return f"{settings.app_id}-{table}-changelog"
 
 
+def durability_configs(replication_factor: int) -> dict[str, str]:
+    """Settings of every topic the worker creates: a write (acks=all) is acknowledged only once
+    min(2, replication factor) replicas have it, and a replica that may lack acknowledged writes
+    never becomes leader, so a committed transaction survives the loss of any one broker."""
+    return {
+        "min.insync.replicas": str(min(2, replication_factor)),
+        "unclean.leader.election.enable": "false",
+    }
+
+
 async def prepare_topics(settings: Settings) -> dict[str, int]:
     """Create the topics that are missing; return the partition count of every topic the worker uses.
 
@@ -141,20 +151,37 @@ async def prepare_topics(settings: Settings) -> dict[str, int]:
         if missing:
             log.info("creating topics %s with %d partitions", ", ".join(missing), partitions)
             with suppress(TopicAlreadyExistsError):  # another worker created them meanwhile
-                await admin.create_topics(
+                created = await admin.create_topics(
                     [
                         NewTopic(
                             name,
                             partitions,
                             settings.replication_factor,
-                            topic_configs={"cleanup.policy": "compact"} if name in compacted else {},
+                            topic_configs={
+                                **durability_configs(settings.replication_factor),
+                                **({"cleanup.policy": "compact"} if name in compacted else {}),
+                            },
                         )
                         for name in missing
                     ]
                 )
+            await _check_replication(admin, settings, created.topic_errors)
         return await _partition_counts(admin, [*wanted, *sorted(compacted)], created=True)
     finally:
         await admin.close()
+
+
+async def _check_replication(
+    admin: AIOKafkaAdminClient, settings: Settings, topic_errors: Iterable[tuple[Any, ...]]
+) -> None:
+    """Fail naming the setting when the cluster has fewer brokers than ``TOPIC_REPLICATION_FACTOR``
+    (the broker refuses those topics; aiokafka returns the refusal rather than raising it)."""
+    if any(entry[1] == InvalidReplicationFactorError.errno for entry in topic_errors):
+        brokers = len((await admin.describe_cluster())["brokers"])
+        raise ConfigError(
+            f"TOPIC_REPLICATION_FACTOR: {settings.replication_factor} replicas asked, but the cluster at"
+            f" {settings.bootstrap_servers} has {brokers} broker(s) up; lower it or start more brokers"
+        )
 
 
 def adl_policy_on(settings: Settings) -> bool:
