@@ -14,7 +14,7 @@ from typing import Any
 
 from processor.codec import decimal_or_none
 from processor.domain.ledger import DEFAULT_DUPLICATE_WINDOW_MS
-from processor.domain.pools import FundPools, Pool
+from processor.domain.pools import FundPools, Pool, is_pool_id
 from processor.domain.state import DEFAULT_DRAWDOWN_WINDOW_MS, DEFAULT_PRECISION, DrawdownPolicy, FundRules
 
 
@@ -222,6 +222,7 @@ def fund_rules(
 ) -> FundRules:
     """Build the fund rules from their textual settings (the ``FUND_*`` variables, or the same flags
     of ``replay``, ``audit``, ``fund`` and ``worker``), each checked against its bounds."""
+    pools = load_pools(pools_file, pools_variable) if pools_file else FundPools()
     return FundRules(
         default_precision=(
             _integer("FUND_DEFAULT_PRECISION", default_precision, 0, MAX_PRECISION)
@@ -241,8 +242,8 @@ def fund_rules(
             currency: _money("FUND_INITIAL_BALANCES", value, f"{currency} ")
             for currency, value in _currency_map("FUND_INITIAL_BALANCES", initial_balances).items()
         },
-        pools=load_pools(pools_file, pools_variable) if pools_file else FundPools(),
-        **drawdown_rules(drawdown or {}),
+        pools=pools,
+        **drawdown_rules(drawdown or {}, pools),
     )
 
 
@@ -257,9 +258,11 @@ ADL_VARIABLES = (
 )
 
 
-def drawdown_rules(settings: Mapping[str, str]) -> dict[str, Any]:
+def drawdown_rules(settings: Mapping[str, str], pools: FundPools | None = None) -> dict[str, Any]:
     """The ADL policy of every fund from the ``ADL_DRAWDOWN_*`` settings: off unless a START is set,
-    for a fund or for all; each policy checked: 0 < STOP < START < 1, a window of at least 1 ms."""
+    for a fund or for all; each policy checked: 0 < STOP < START < 1 (at most 8 places, the places
+    of the published drawdown), a window of at least 1 ms, and no window or override that would be
+    ignored (a window without thresholds, a pool the pools file does not define)."""
     start = _ratio("ADL_DRAWDOWN_START", settings.get("ADL_DRAWDOWN_START"))
     stop = _ratio("ADL_DRAWDOWN_STOP", settings.get("ADL_DRAWDOWN_STOP"))
     window_text = settings.get("ADL_DRAWDOWN_WINDOW_MS")
@@ -282,14 +285,31 @@ def drawdown_rules(settings: Mapping[str, str]) -> dict[str, Any]:
             "ADL_DRAWDOWN_WINDOWS_MS", settings.get("ADL_DRAWDOWN_WINDOWS_MS", "")
         ).items()
     }
-    default = _drawdown_policy("ADL_DRAWDOWN_START / ADL_DRAWDOWN_STOP", start, stop, window)
+    default = _drawdown_policy(
+        "ADL_DRAWDOWN_START / ADL_DRAWDOWN_STOP",
+        start,
+        stop,
+        window,
+        "ADL_DRAWDOWN_WINDOW_MS" if window_text else None,
+    )
+    overrides: dict[str, Mapping[str, object]] = {
+        "ADL_DRAWDOWN_STARTS": starts,
+        "ADL_DRAWDOWN_STOPS": stops,
+        "ADL_DRAWDOWN_WINDOWS_MS": windows,
+    }
     per_fund = {}
     for fund in sorted(starts.keys() | stops.keys() | windows.keys()):
+        if is_pool_id(fund) and (pools is None or fund not in pools.by_fund):
+            variable = next(name for name, funds in overrides.items() if fund in funds)
+            raise ConfigError(
+                f"{variable}: {fund!r} is a pool id the pools file (FUND_POOLS_FILE) does not define"
+            )
         policy = _drawdown_policy(
             f"ADL_DRAWDOWN_STARTS / ADL_DRAWDOWN_STOPS for {fund}",
             starts.get(fund, start),
             stops.get(fund, stop),
             windows.get(fund, window),
+            f"ADL_DRAWDOWN_WINDOWS_MS ({fund})" if fund in windows else None,
         )
         if policy is not None:
             per_fund[fund] = policy
@@ -297,9 +317,14 @@ def drawdown_rules(settings: Mapping[str, str]) -> dict[str, Any]:
 
 
 def _drawdown_policy(
-    names: str, start: Decimal | None, stop: Decimal | None, window: int
+    names: str, start: Decimal | None, stop: Decimal | None, window: int, window_variable: str | None
 ) -> DrawdownPolicy | None:
     if start is None and stop is None:
+        if window_variable is not None:
+            raise ConfigError(
+                f"{window_variable}: a window without START and STOP would be ignored; set "
+                f"ADL_DRAWDOWN_START and ADL_DRAWDOWN_STOP (or the fund's STARTS / STOPS)"
+            )
         return None
     if start is None or stop is None:
         raise ConfigError(f"{names}: set both (START stops paying, STOP resumes), got only one")
@@ -313,8 +338,12 @@ def _ratio(variable: str, text: str | None, subject: str = "") -> Decimal | None
     if not text:
         return None
     value = _decimal(variable, text, subject)
-    if not 0 < value < 1:
-        raise ConfigError(f"{variable}: {subject}must be a fraction in (0, 1), such as 0.3, got {text}")
+    exponent = value.as_tuple().exponent
+    if not 0 < value < 1 or not isinstance(exponent, int) or exponent < -8:
+        raise ConfigError(
+            f"{variable}: {subject}must be a fraction in (0, 1) with at most 8 places, such as 0.3, "
+            f"got {text}"
+        )
     return value
 
 
