@@ -1,11 +1,19 @@
-"""``make bench-core``: throughput of decode + fold + encode, and of file replay, on one core."""
+"""``make bench-core``: throughput of decode + fold + encode, and of file replay, on one core; topic
+replay (``replay --topic``) in one process and in two, when a broker answers."""
 
 from __future__ import annotations
 
 import argparse
+import asyncio
 import gc
+import os
+import socket
+import subprocess
+import sys
 import tempfile
 import time
+import uuid
+from collections.abc import Iterator
 from decimal import Decimal
 from pathlib import Path
 
@@ -18,8 +26,27 @@ from processor.domain.fold import exact_arithmetic
 from processor.domain.ledger import Ledger
 from processor.pipeline import Pipeline
 from processor.replay import OutputFiles, read_lines, replay_lines
+from processor.simulate import Market, fills
 
 TARGET_PER_SECOND = 150_000
+TARGET_JOBS_RATIO = 1.6
+#: The topic replay's feed: four funds with equal shares of the fills, keyed by currency on
+#: ``TOPIC_PARTITIONS`` partitions, where each currency has a partition of its own. A replay folds each
+#: fund in one process, so two processes can at best halve the time when the funds' shares allow it:
+#: with one fund holding a share s of the fills, the bound is 1 / s (the default feed: USDT, 4/7: 1.75).
+TOPIC_MARKETS = (
+    Market("BTCUSDT", "USDT", "linear", "0.001", 28000),
+    Market("BTCUSDC", "USDC", "linear", "0.001", 28000),
+    Market("BTCUSD", "BTC", "inverse", "100", 28000),
+    Market("ETHUSD", "ETH", "inverse", "10", 1600),
+)
+TOPIC_PARTITIONS = 8
+OUTPUT_FLAGS = {
+    "--state-out": "state.json",
+    "--deltas-out": "deltas.jsonl",
+    "--adl-out": "adl.jsonl",
+    "--dlq-out": "dlq.jsonl",
+}
 
 
 def bare_loop(messages: list[bytes]) -> float:
@@ -87,7 +114,8 @@ def stage_times(messages: list[bytes]) -> list[tuple[str, float]]:
     with exact_arithmetic():
         started = time.perf_counter()
         for message in messages:
-            _, delta, trigger, _ = fold(decode(message))  # type: ignore[arg-type]  # all valid
+            outcome = fold(decode(message))  # type: ignore[arg-type]  # all valid
+            delta, trigger = outcome.delta, outcome.trigger
             encode_delta(delta)  # type: ignore[arg-type]  # never a duplicate
             if trigger is not None:
                 encode_trigger(trigger, policy(trigger.fund))
@@ -100,10 +128,78 @@ def stage_times(messages: list[bytes]) -> list[tuple[str, float]]:
     ]
 
 
+def topic_lines(count: int) -> Iterator[bytes]:
+    for fill in fills(count, markets=TOPIC_MARKETS):
+        yield codec.dumps(fill)
+
+
+def broker_problem(bootstrap: str) -> str | None:
+    """Why the broker at ``bootstrap`` cannot be used; ``None`` when it answers."""
+    host, _, port = bootstrap.split(",", maxsplit=1)[0].rpartition(":")
+    try:
+        with socket.create_connection((host or "127.0.0.1", int(port)), timeout=2):
+            return None
+    except (OSError, ValueError) as error:
+        return f"no broker at {bootstrap} ({error})"
+
+
+async def topic_replay_rates(
+    bootstrap: str, count: int, scratch: Path, rounds: int
+) -> list[tuple[str, float]]:
+    """Load ``count`` fills into a fresh topic, run ``python -m processor replay --topic`` (all four
+    output files) with ``--jobs 1`` and ``--jobs 2`` in turn, ``rounds`` times, and return the best
+    seconds of each, start-up included (the machine is shared: the least disturbed run of each, and
+    the first run after loading the topic meets a broker still busy with it); the topic is deleted
+    afterwards."""
+    from bench.harness import create_topics, delete_topics_with, load_note, preload, spread
+    from processor.config import Settings
+    from processor.stream.parallel import balance
+    from processor.stream.replay import Start, topic_ranges
+
+    marker = uuid.uuid4().hex[:8]
+    topic = f"bench-core-replay-{marker}"
+    await create_topics(bootstrap, [topic], TOPIC_PARTITIONS)
+    try:
+        print(
+            f"loading {count:,} fills (4 funds, equal shares) on {TOPIC_PARTITIONS} partitions ...",
+            flush=True,
+        )
+        per_partition = await preload(bootstrap, topic, topic_lines(count))
+        print(f"fills per partition: {spread(per_partition, TOPIC_PARTITIONS)}")
+        ranges = await topic_ranges(Settings(bootstrap_servers=bootstrap), topic, Start())
+        share = max(sum(r.size for r in group) for group in balance(ranges, 2)) / count
+        print(f"--jobs 2: the larger group has {100 * share:.0f}% of the fills (bound {1 / share:.2f}x)")
+        environment = {**os.environ, "KAFKA_BOOTSTRAP_SERVERS": bootstrap}
+        best = {1: float("inf"), 2: float("inf")}
+        for _ in range(rounds):
+            for jobs in (1, 2):
+                out = scratch / f"jobs-{jobs}"
+                command = [sys.executable, "-m", "processor", "replay", "--topic", topic, "--quiet"]
+                command += ["--jobs", str(jobs)]
+                command += [part for flag, name in OUTPUT_FLAGS.items() for part in (flag, str(out / name))]
+                print(f"replay --topic --jobs {jobs} ({load_note()}) ...", end=" ", flush=True)
+                started = time.perf_counter()
+                subprocess.run(command, env=environment, check=True)
+                seconds = time.perf_counter() - started
+                print(f"{seconds:.2f} s", flush=True)
+                best[jobs] = min(best[jobs], seconds)
+        for name in ("state.json", "deltas.jsonl", "adl.jsonl"):
+            if (scratch / "jobs-1" / name).read_bytes() != (scratch / "jobs-2" / name).read_bytes():
+                raise SystemExit(f"topic replay: --jobs 1 and --jobs 2 wrote different {name}")
+        return [(f"topic replay --jobs {jobs} (4 files, best of {rounds})", best[jobs]) for jobs in (1, 2)]
+    finally:
+        await delete_topics_with(bootstrap, marker)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--count", type=int, default=1_000_000)
     parser.add_argument("--stages", action="store_true", help="also time each stage of the in-process path")
+    parser.add_argument(
+        "--topic-count", type=int, help="fills in the topic replay's topic (default: --count)"
+    )
+    parser.add_argument("--skip-topic", action="store_true", help="no topic replay (it needs a broker)")
+    parser.add_argument("--rounds", type=int, default=2, help="topic replays of each --jobs, in turn")
     args = parser.parse_args()
     print(f"generating {args.count:,} fills ...", flush=True)
     messages = list(lines(args.count))
@@ -115,25 +211,40 @@ def main() -> None:
         bare = bare_loop(messages)
         core = in_process(messages)
         replay = file_replay(path, Path(scratch) / "out")
+        path.unlink()
+        topic: list[tuple[str, float]] = []
+        topic_count = args.topic_count or args.count
+        bootstrap = os.environ.get("KAFKA_BOOTSTRAP_SERVERS", "127.0.0.1:9092")
+        skipped = "--skip-topic" if args.skip_topic else broker_problem(bootstrap)
+        if skipped is None:
+            topic = asyncio.run(topic_replay_rates(bootstrap, topic_count, Path(scratch), args.rounds))
     stages = stage_times(messages) if args.stages else []
-    count = len(messages)
+    count = args.count
     rows = [
         ("bare orjson + Decimal loop (no validation)", bare),
         ("decode + fold + encode (in process)", core),
         ("file replay (read, fold, write 4 files)", replay),
     ]
-    print(f"\n{'path':<46}{'fills/s':>12}{'us/fill':>10}{'vs bare':>9}{'vs target':>11}")
+    print(f"\n{'path':<50}{'fills/s':>12}{'us/fill':>10}{'vs bare':>9}{'vs target':>11}")
     for name, seconds in rows:
         rate = count / seconds
         print(
-            f"{name:<46}{rate:>12,.0f}{1e6 * seconds / count:>10.2f}"
+            f"{name:<50}{rate:>12,.0f}{1e6 * seconds / count:>10.2f}"
             f"{bare / seconds:>9.2f}{rate / TARGET_PER_SECOND:>11.2f}"
         )
+    for name, seconds in topic:
+        print(f"{name:<50}{topic_count / seconds:>12,.0f}{1e6 * seconds / topic_count:>10.2f}")
+    if topic:
+        ratio = topic[0][1] / topic[1][1]
+        verdict = "met" if ratio >= TARGET_JOBS_RATIO else "missed"
+        print(f"topic replay: --jobs 2 / --jobs 1 = {ratio:.2f}x (target >= {TARGET_JOBS_RATIO}x: {verdict})")
+    else:
+        print(f"topic replay: skipped ({skipped}; `make bench-core` starts the local broker)")
     if stages:
-        print(f"\n{'stage of decode + fold + encode':<46}{'us/fill':>12}")
+        print(f"\n{'stage of decode + fold + encode':<50}{'us/fill':>12}")
         pipeline = core - sum(seconds for _, seconds in stages)
         for name, seconds in [*stages, ("pipeline (Pipeline.process, Emitted)", pipeline)]:
-            print(f"{name:<46}{1e6 * seconds / count:>12.2f}")
+            print(f"{name:<50}{1e6 * seconds / count:>12.2f}")
     print(f"\ntarget: {TARGET_PER_SECOND:,} fills/s for decode + fold + encode on one core")
 
 

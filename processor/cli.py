@@ -50,6 +50,23 @@ def _apply_fund_options(settings: Settings, args: argparse.Namespace) -> Setting
     return settings.replace(rules=rules, duplicate_window_ms=window)
 
 
+def _add_jobs_option(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--jobs",
+        metavar="N",
+        help=f"processes folding the partitions in parallel (default: the cores, {os.cpu_count() or 1})",
+    )
+
+
+def _jobs(text: str | None) -> int:
+    """``--jobs``: a whole number >= 1; the number of cores when not given."""
+    if text is None:
+        return os.cpu_count() or 1
+    if not (text.isascii() and text.isdigit()) or int(text) < 1:
+        raise InputError(f"--jobs: expected a whole number of processes >= 1, got {text!r}")
+    return int(text)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m processor", description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True)
@@ -73,6 +90,12 @@ def build_parser() -> argparse.ArgumentParser:
         help="only fills with event time <= MS: the funds at time MS",
     )
     replay.add_argument("--emit-prefix", help="also publish outputs to PREFIX<output topic>, e.g. replay.")
+    _add_jobs_option(replay)
+    replay.add_argument(
+        "--partitions",
+        metavar="P[-P],...",
+        help="only these partitions of --topic, e.g. 0-5 (README: several machines)",
+    )
     replay.add_argument("--state-out", type=Path, help="write the final state (JSON keyed by fund)")
     replay.add_argument("--deltas-out", type=Path, help="write fund deltas, one per line")
     replay.add_argument("--adl-out", type=Path, help="write ADL triggers, one per line")
@@ -96,6 +119,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     audit.add_argument("--deltas-topic", help="ledger topic to audit (default: DELTAS_TOPIC)")
     audit.add_argument("--input-topic", help="input topic to replay (default: INPUT_TOPIC)")
+    _add_jobs_option(audit)
     _add_fund_options(audit)
 
     fund = commands.add_parser("fund", help="top up, withdraw from or transfer between funds (treasury)")
@@ -136,12 +160,15 @@ def build_parser() -> argparse.ArgumentParser:
 def _replay(settings: Settings, args: argparse.Namespace) -> int:
     pipeline = Pipeline(FillDecoder.from_schema_dir(), Ledger(settings.rules, settings.duplicate_window_ms))
     outputs = OutputFiles(args.state_out, args.deltas_out, args.adl_out, args.dlq_out, args.adl_states_out)
-    topic_only = (args.from_timestamp, args.from_offsets, args.until_timestamp, args.emit_prefix)
+    topic_only = [args.from_timestamp, args.from_offsets, args.until_timestamp, args.emit_prefix]
+    topic_only += [args.jobs, args.partitions]
     if args.topic is None and any(option is not None for option in topic_only):
-        raise InputError("--from-*, --until-timestamp and --emit-prefix need --topic")
+        raise InputError("--from-*, --until-timestamp, --emit-prefix, --jobs and --partitions need --topic")
     if args.topic is not None:
-        from processor.stream.replay import Start, replay_topic
+        from processor.stream.replay import Start, parse_partitions, replay_topic
 
+        jobs = _jobs(args.jobs)
+        partitions = parse_partitions(args.partitions) if args.partitions is not None else None
         start = Start.parse_offsets(args.from_offsets) if args.from_offsets else Start(args.from_timestamp)
         totals = asyncio.run(
             replay_topic(
@@ -153,6 +180,8 @@ def _replay(settings: Settings, args: argparse.Namespace) -> int:
                 args.until_timestamp,
                 args.emit_prefix,
                 Progress(),
+                jobs,
+                partitions,
             )
         )
     else:
@@ -191,7 +220,7 @@ def _audit(settings: Settings, args: argparse.Namespace) -> int:
         deltas_topic=args.deltas_topic or settings.deltas_topic,
         input_topic=args.input_topic or settings.input_topic,
     )
-    report = asyncio.run(audit(settings, args.worker_url))
+    report = asyncio.run(audit(settings, args.worker_url, _jobs(args.jobs)))
     for finding in report.findings[:20]:
         print(f"  {finding}")
     print(report.verdict())

@@ -2,19 +2,29 @@
 
 from __future__ import annotations
 
+import asyncio
+import hashlib
+import threading
 import urllib.request
 from collections import defaultdict
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass, field
 from decimal import Decimal
-from typing import Any
+from typing import Any, NamedTuple
 
 from processor import codec
 from processor.codec import FillDecoder
 from processor.config import Settings
 from processor.domain.fold import exact_arithmetic
 from processor.domain.ledger import Ledger
+from processor.domain.state import FundState
 from processor.pipeline import Pipeline
-from processor.stream.replay import Start, read_topic
+from processor.stream.parallel import Control, PartitionRange, balance, fold_in_parallel
+from processor.stream.replay import Start, fund_currencies, read_ranges, topic_ranges
+
+#: Bytes of the digest that stands for each replayed delta: the replay's deltas travel between
+#: processes and are kept as these, not as whole lines.
+DIGEST_SIZE = 16
 
 
 @dataclass
@@ -82,41 +92,121 @@ def check_chain(fund: str, deltas: list[dict[str, Any]], initial: Decimal) -> li
     return findings
 
 
-async def audit(settings: Settings, worker_url: str | None = None) -> AuditReport:
+def _digest(line: bytes) -> bytes:
+    return hashlib.blake2b(line, digest_size=DIGEST_SIZE).digest()
+
+
+class _Replayed(NamedTuple):
+    """A group's replay of the input: each fund's deltas as concatenated digests, in sequence
+    order, and the funds' final states."""
+
+    digests: dict[str, bytes]
+    states: dict[str, FundState]
+
+
+@dataclass(frozen=True)
+class _ReplayInput:
+    """Replay partition ranges of the input topic, keeping the deltas' digests (a process's work)."""
+
+    settings: Settings
+
+    async def fold(
+        self, ranges: Sequence[PartitionRange], control: Control | None
+    ) -> tuple[Collection[str], _Replayed]:
+        settings = self.settings
+        ledger = Ledger(settings.rules, settings.duplicate_window_ms)
+        process = Pipeline(FillDecoder.from_schema_dir(), ledger).process
+        topic = settings.input_topic
+        digests: dict[str, bytearray] = defaultdict(bytearray)
+        touched: set[str | None] = set()
+        messages = 0
+        with exact_arithmetic():
+            async for partition, records in read_ranges(settings, topic, ranges):
+                for record in records:
+                    emitted = process(record.value, record.key, topic, partition, record.offset)
+                    touched.add(emitted.fund)
+                    if emitted.delta is not None and emitted.fund is not None:
+                        digests[emitted.fund] += _digest(emitted.delta)
+                messages += len(records)
+                if control is not None:
+                    control.tick(messages, fund_currencies(ledger, touched))
+        replayed = _Replayed({fund: bytes(packed) for fund, packed in digests.items()}, dict(ledger.funds))
+        return fund_currencies(ledger, touched), replayed
+
+
+class _LedgerFund(NamedTuple):
+    """One fund of the audited ledger: its deltas, what the chain check found, and the digest of the
+    line carrying each sequence (the last one, for a repeated sequence)."""
+
+    deltas: int
+    findings: list[Finding]
+    by_sequence: dict[int, bytes]
+
+
+async def _read_ledger(
+    settings: Settings, ranges: Sequence[PartitionRange], ledger: Ledger
+) -> dict[str, _LedgerFund]:
+    """Read the ledger topic and check each fund's chain."""
+    lines: dict[str, list[bytes]] = defaultdict(list)
+    async for _, records in read_ranges(settings, settings.deltas_topic, ranges):
+        for record in records:
+            if record.value is not None:
+                lines[codec.loads(record.value)["fund"]].append(record.value)
+    funds = {}
+    for fund, fund_lines in lines.items():
+        deltas = [codec.loads(line) for line in fund_lines]
+        findings = check_chain(fund, deltas, ledger.policy(fund).initial_balance)
+        by_sequence = {
+            delta["sequence"]: _digest(line) for delta, line in zip(deltas, fund_lines, strict=True)
+        }
+        funds[fund] = _LedgerFund(len(fund_lines), findings, by_sequence)
+    return funds
+
+
+async def audit(settings: Settings, worker_url: str | None = None, jobs: int = 1) -> AuditReport:
+    """Check the ledger's chains and compare it with a replay of the input, folded in up to ``jobs``
+    processes (the ledger is read and checked meanwhile)."""
     report = AuditReport()
-    ledger_lines: dict[str, list[bytes]] = defaultdict(list)
-    async for value, *_ in read_topic(settings, settings.deltas_topic, Start()):
-        if value is not None:
-            ledger_lines[codec.loads(value)["fund"]].append(value)
+    ledger_ranges = await topic_ranges(settings, settings.deltas_topic, Start())
+    input_ranges = await topic_ranges(settings, settings.input_topic, Start())
+    rules = Ledger(settings.rules, settings.duplicate_window_ms)
+    task = _ReplayInput(settings)
+    if len(balance(input_ranges, jobs)) > 1:
+        stop = threading.Event()
+        replaying = asyncio.ensure_future(
+            asyncio.to_thread(fold_in_parallel, task, input_ranges, jobs, None, stop, settings.log_format)
+        )
+        try:
+            ledger = await _read_ledger(settings, ledger_ranges, rules)
+            replayed = [group.result for group in await replaying]
+        except BaseException:
+            stop.set()  # the processes end; what the replay then raises is of no interest
+            replaying.add_done_callback(lambda done: done.cancelled() or done.exception())
+            raise
+    else:
+        ledger = await _read_ledger(settings, ledger_ranges, rules)
+        replayed = [(await task.fold(input_ranges, None))[1]]
+    expected = {fund: digests for group in replayed for fund, digests in group.digests.items()}
+    states = {fund: state for group in replayed for fund, state in group.states.items()}
 
-    pipeline = Pipeline(FillDecoder.from_schema_dir(), Ledger(settings.rules, settings.duplicate_window_ms))
-    replayed: dict[str, list[bytes]] = defaultdict(list)
-    with exact_arithmetic():
-        async for value, key, topic, partition, offset, _ in read_topic(
-            settings, settings.input_topic, Start()
-        ):
-            emitted = pipeline.process(value, key, topic, partition, offset)
-            if emitted.delta is not None and emitted.fund is not None:
-                replayed[emitted.fund].append(emitted.delta)
-
-    for fund in sorted(set(ledger_lines) | set(replayed)):
-        lines = ledger_lines.get(fund, [])
-        report.funds[fund] = len(lines)
-        deltas = [codec.loads(line) for line in lines]
-        report.findings += check_chain(fund, deltas, pipeline.ledger.policy(fund).initial_balance)
-        expected = replayed.get(fund, [])
-        by_sequence = {delta["sequence"]: line for delta, line in zip(deltas, lines, strict=True)}
-        for sequence, line in enumerate(expected, start=1):  # a replay's ledger is 1..N by construction
-            got = by_sequence.get(sequence)
+    for fund in sorted(set(ledger) | set(expected)):
+        initial = rules.policy(fund).initial_balance
+        checked = ledger.get(fund) or _LedgerFund(0, check_chain(fund, [], initial), {})
+        report.funds[fund] = checked.deltas
+        report.findings += checked.findings
+        digests = expected.get(fund, b"")
+        count = len(digests) // DIGEST_SIZE
+        for sequence in range(1, count + 1):  # a replay's ledger is 1..N by construction
+            got = checked.by_sequence.get(sequence)
             if got is None:
                 report.findings.append(
                     Finding(fund, sequence, "in the replay of the input but not in the ledger")
                 )
                 break
-            if got != line:
+            if got != digests[(sequence - 1) * DIGEST_SIZE : sequence * DIGEST_SIZE]:
                 report.findings.append(Finding(fund, sequence, "differs from the replay of the input"))
                 break
-        extra = sorted(sequence for sequence in by_sequence if sequence > len(expected))
+        extra = sorted(sequence for sequence in checked.by_sequence if sequence > count)
         if extra:
             report.findings.append(
                 Finding(fund, extra[0], "in the ledger but not in the replay of the input")
@@ -125,13 +215,13 @@ async def audit(settings: Settings, worker_url: str | None = None) -> AuditRepor
     if worker_url is not None:
         with urllib.request.urlopen(worker_url.rstrip("/") + "/funds", timeout=10) as response:
             live = codec.loads(response.read())
-        states = {fund: codec.state_document(state) for fund, state in pipeline.ledger.states().items()}
-        for fund in sorted(set(live) | set(states)):
-            if live.get(fund) != states.get(fund):
+        documents = {fund: codec.state_document(state) for fund, state in sorted(states.items())}
+        for fund in sorted(set(live) | set(documents)):
+            if live.get(fund) != documents.get(fund):
                 differing = sorted(
                     name
-                    for name in set(live.get(fund, {})) | set(states.get(fund, {}))
-                    if live.get(fund, {}).get(name) != states.get(fund, {}).get(name)
+                    for name in set(live.get(fund, {})) | set(documents.get(fund, {}))
+                    if live.get(fund, {}).get(name) != documents.get(fund, {}).get(name)
                 )
                 report.findings.append(
                     Finding(fund, None, f"GET /funds differs from the replay in {', '.join(differing)}")
