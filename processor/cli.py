@@ -221,6 +221,8 @@ def _audit(settings: Settings, args: argparse.Namespace) -> int:
         input_topic=args.input_topic or settings.input_topic,
     )
     report = asyncio.run(audit(settings, args.worker_url, _jobs(args.jobs)))
+    for transfer in report.open_transfers:
+        print(f"  open {transfer}")
     for finding in report.findings[:20]:
         print(f"  {finding}")
     print(report.verdict())

@@ -42,6 +42,9 @@ class Finding:
 class AuditReport:
     funds: dict[str, int] = field(default_factory=dict)  # fund -> deltas checked
     findings: list[Finding] = field(default_factory=list)
+    #: transfers with one leg (or legs that do not match): not a ledger error, but money in flight
+    #: for treasury to finish (SPEC section 8)
+    open_transfers: list[str] = field(default_factory=list)
 
     @property
     def passed(self) -> bool:
@@ -58,12 +61,24 @@ class AuditReport:
         )
 
 
+#: The sign each delta type's amount must have (SPEC sections 3 and 8): (may be > 0, may be < 0).
+_SIGNS = {
+    "liquidation_surplus": (True, False),
+    "bankruptcy_loss": (False, True),
+    "top_up": (True, False),
+    "withdrawal": (False, True),
+}
+
+
 def check_chain(fund: str, deltas: list[dict[str, Any]], initial: Decimal) -> list[Finding]:
-    """Sequences 1..N without gap or repeat, each balance_before the previous balance_after."""
+    """Sequences 1..N without gap or repeat, each balance_before the previous balance_after, each
+    amount of its type's sign, and the fund's invariant: balance = initial + surplus - paid +
+    top-ups - withdrawals (SPEC section 8)."""
     findings: list[Finding] = []
     expected_sequence = 1
     balance = initial
     total = Decimal(0)
+    by_type: dict[str, Decimal] = defaultdict(Decimal)
     for delta in deltas:
         sequence = delta["sequence"]
         if sequence < expected_sequence:
@@ -82,6 +97,11 @@ def check_chain(fund: str, deltas: list[dict[str, Any]], initial: Decimal) -> li
             )
         if after != before + amount:
             findings.append(Finding(fund, sequence, f"balance_after {after} != balance_before + amount"))
+        kind = str(delta.get("type"))
+        positive, negative = _SIGNS.get(kind, (False, False))
+        if (amount > 0 and not positive) or (amount < 0 and not negative) or kind not in _SIGNS:
+            findings.append(Finding(fund, sequence, f"a {kind} delta with amount {amount}"))
+        by_type[kind] += amount
         balance = after
         total += amount
         expected_sequence = sequence + 1
@@ -89,7 +109,42 @@ def check_chain(fund: str, deltas: list[dict[str, Any]], initial: Decimal) -> li
         findings.append(
             Finding(fund, None, f"amounts sum to {total}, but the balance moved by {balance - initial}")
         )
+    surplus, paid = by_type["liquidation_surplus"], -by_type["bankruptcy_loss"]
+    top_ups, withdrawals = by_type["top_up"], -by_type["withdrawal"]
+    if deltas and balance != initial + surplus - paid + top_ups - withdrawals:
+        findings.append(
+            Finding(
+                fund,
+                None,
+                f"balance {balance} != initial {initial} + surplus {surplus} - paid {paid} "
+                f"+ top-ups {top_ups} - withdrawals {withdrawals}",
+            )
+        )
     return findings
+
+
+def open_transfers(deltas: Sequence[dict[str, Any]]) -> list[str]:
+    """Transfers whose legs do not pair up: a withdrawal without its top-up (or the reverse), legs
+    of different amounts or currencies, or more than one leg of a kind."""
+    legs: dict[str, list[dict[str, Any]]] = defaultdict(list)
+    for delta in deltas:
+        transfer = delta.get("transfer_id")
+        if transfer is not None:
+            legs[transfer].append(delta)
+    found = []
+    for transfer, pair in sorted(legs.items()):
+        kinds = sorted(leg["type"] for leg in pair)
+        described = ", ".join(
+            f"{leg['type']} {leg['amount']} {leg['fund']} (sequence {leg['sequence']})" for leg in pair
+        )
+        if kinds != ["top_up", "withdrawal"]:
+            found.append(f"transfer {transfer}: {described}: expected one withdrawal and one top-up")
+        elif (
+            Decimal(pair[0]["amount"]) + Decimal(pair[1]["amount"])
+            or len({leg["margin_currency"] for leg in pair}) > 1
+        ):
+            found.append(f"transfer {transfer}: {described}: the legs do not match")
+    return found
 
 
 def _digest(line: bytes) -> bytes:
@@ -145,22 +200,24 @@ class _LedgerFund(NamedTuple):
 
 async def _read_ledger(
     settings: Settings, ranges: Sequence[PartitionRange], ledger: Ledger
-) -> dict[str, _LedgerFund]:
-    """Read the ledger topic and check each fund's chain."""
+) -> tuple[dict[str, _LedgerFund], list[dict[str, Any]]]:
+    """Read the ledger topic and check each fund's chain; also return the transfers' legs."""
     lines: dict[str, list[bytes]] = defaultdict(list)
     async for _, records in read_ranges(settings, settings.deltas_topic, ranges):
         for record in records:
             if record.value is not None:
                 lines[codec.loads(record.value)["fund"]].append(record.value)
     funds = {}
+    legs: list[dict[str, Any]] = []
     for fund, fund_lines in lines.items():
         deltas = [codec.loads(line) for line in fund_lines]
+        legs += (delta for delta in deltas if "transfer_id" in delta)
         findings = check_chain(fund, deltas, ledger.policy(fund).initial_balance)
         by_sequence = {
             delta["sequence"]: _digest(line) for delta, line in zip(deltas, fund_lines, strict=True)
         }
         funds[fund] = _LedgerFund(len(fund_lines), findings, by_sequence)
-    return funds
+    return funds, legs
 
 
 async def audit(settings: Settings, worker_url: str | None = None, jobs: int = 1) -> AuditReport:
@@ -177,15 +234,16 @@ async def audit(settings: Settings, worker_url: str | None = None, jobs: int = 1
             asyncio.to_thread(fold_in_parallel, task, input_ranges, jobs, None, stop, settings.log_format)
         )
         try:
-            ledger = await _read_ledger(settings, ledger_ranges, rules)
+            ledger, legs = await _read_ledger(settings, ledger_ranges, rules)
             replayed = [group.result for group in await replaying]
         except BaseException:
             stop.set()  # the processes end; what the replay then raises is of no interest
             replaying.add_done_callback(lambda done: done.cancelled() or done.exception())
             raise
     else:
-        ledger = await _read_ledger(settings, ledger_ranges, rules)
+        ledger, legs = await _read_ledger(settings, ledger_ranges, rules)
         replayed = [(await task.fold(input_ranges, None))[1]]
+    report.open_transfers = open_transfers(legs)
     expected = {fund: digests for group in replayed for fund, digests in group.digests.items()}
     states = {fund: state for group in replayed for fund, state in group.states.items()}
 
