@@ -6,7 +6,7 @@ import dataclasses
 import os
 import re
 import tomllib
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from decimal import Decimal
 from pathlib import Path
@@ -49,16 +49,31 @@ MAX_PORT = 65535
 
 def _currency_map(variable: str, text: str) -> dict[str, str]:
     """Parse ``USDT=8,BTC=10`` into a dict; currencies must match the input schema's pattern."""
+    return _keyed_map(variable, text, "CURRENCY", CURRENCY.fullmatch, "a margin currency (2-16 of A-Z, 0-9)")
+
+
+def _fund_map(variable: str, text: str) -> dict[str, str]:
+    """Parse ``USDT=0.3,USDT-MEME=0.2`` (fund ids: currencies or pools) into a dict."""
+    return _keyed_map(
+        variable,
+        text,
+        "FUND",
+        lambda fund: CURRENCY.fullmatch(fund) or POOL_ID.fullmatch(fund),
+        "a fund id (a currency or a pool id)",
+    )
+
+
+def _keyed_map(
+    variable: str, text: str, key_name: str, accepts: Callable[[str], object], described: str
+) -> dict[str, str]:
     result: dict[str, str] = {}
     for item in filter(None, (part.strip() for part in text.split(","))):
-        currency, sep, value = (part.strip() for part in item.partition("="))
-        if not sep or not currency or not value:
-            raise ConfigError(f"{variable}: expected CURRENCY=VALUE[,CURRENCY=VALUE...], got {item!r}")
-        if CURRENCY.fullmatch(currency) is None:
-            raise ConfigError(
-                f"{variable}: {currency!r} in {item!r} is not a margin currency (2-16 of A-Z, 0-9)"
-            )
-        result[currency] = value
+        key, sep, value = (part.strip() for part in item.partition("="))
+        if not sep or not key or not value:
+            raise ConfigError(f"{variable}: expected {key_name}=VALUE[,{key_name}=VALUE...], got {item!r}")
+        if not accepts(key):
+            raise ConfigError(f"{variable}: {key!r} in {item!r} is not {described}")
+        result[key] = value
     return result
 
 
@@ -345,19 +360,6 @@ def _ratio(variable: str, text: str | None, subject: str = "") -> Decimal | None
             f"got {text}"
         )
     return value
-
-
-def _fund_map(variable: str, text: str) -> dict[str, str]:
-    """Parse ``USDT=0.3,USDT-MEME=0.2`` (fund ids: currencies or pools) into a dict."""
-    result: dict[str, str] = {}
-    for item in filter(None, (part.strip() for part in text.split(","))):
-        fund, sep, value = (part.strip() for part in item.partition("="))
-        if not sep or not fund or not value:
-            raise ConfigError(f"{variable}: expected FUND=VALUE[,FUND=VALUE...], got {item!r}")
-        if CURRENCY.fullmatch(fund) is None and POOL_ID.fullmatch(fund) is None:
-            raise ConfigError(f"{variable}: {fund!r} in {item!r} is not a fund id (a currency or a pool id)")
-        result[fund] = value
-    return result
 
 
 class Secret(str):
