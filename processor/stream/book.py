@@ -18,16 +18,20 @@ from processor.codec import FundRecord
 from processor.domain.drawdown import PeakWindow
 from processor.domain.events import LiquidationFill
 from processor.domain.fold import Applied
-from processor.domain.ledger import Ledger, pack_text
+from processor.domain.ledger import Ledger, Mark, pack_text
 from processor.domain.state import FundState
 
 SEGMENT_SEPARATOR = b"/"
 TAIL_KEY = codec.TAIL_KEY
 FUNDS, SEEN = "funds", "seen"
-#: Fills per segment record: a row is at most ~700 bytes (ids of 128 characters, 18-place decimals),
-#: so a segment stays below the broker's 1 MB default message size.
+#: Fills per segment record: a row of printable ids is at most ~700 bytes (ids of 128 characters,
+#: 18-place decimals), so a segment stays below the broker's 1 MB default message size.
 SEGMENT_FILLS = 1000
 OPERATION_WEIGHT = 8
+#: Ids of control characters are escaped to 6 bytes each (a row of ~2.2 KB): a segment encoded
+#: larger than this is split in halves until each part fits, so hostile ids can never make a batch's
+#: transaction fail on the message size (and crash-loop the worker).
+SEGMENT_BYTES = 512 * 1024
 ACCEPTED_VERSION = "1"  # segments hold applied fills only, and only version 1 is accepted
 Write = tuple[str, bytes, bytes | None]  # table, key, value (None deletes)
 
@@ -105,12 +109,13 @@ class FundBook:
             writes += self._expire(name, fund)
             state = self.ledger.funds[name]
             first_sequence = state.sequence - len(applied) + 1
-            for start, chunk in _segments(applied):  # each record well below 1 MB
-                key = name.encode() + SEGMENT_SEPARATOR + b"%012d" % (first_sequence + start)
+            for start, chunk in _segments(applied):
                 chunk_marks = marks[start : start + len(chunk)] if marks else None
-                writes.append((SEEN, key, codec.encode_fill_segment(name, chunk, chunk_marks)))
-                first_clock = chunk_marks[0].clock if chunk_marks else None
-                fund.segments[key] = (max(event.timestamp for event in chunk), first_clock)
+                for offset, part, part_marks, data in _encoded(name, chunk, chunk_marks):  # each < 1 MB
+                    key = name.encode() + SEGMENT_SEPARATOR + b"%012d" % (first_sequence + start + offset)
+                    writes.append((SEEN, key, data))
+                    first_clock = part_marks[0].clock if part_marks else None
+                    fund.segments[key] = (max(event.timestamp for event in part), first_clock)
             record = FundRecord(state, dict(fund.applied_offsets))
             writes.append((FUNDS, name.encode(), codec.encode_fund_record(record)))
             states.append(state)
@@ -157,6 +162,20 @@ def _segments(applied: list[Applied]) -> Iterator[tuple[int, list[Applied]]]:
         weight += cost
     if start < len(applied):
         yield start, applied[start:]
+
+
+def _encoded(
+    name: str, events: list[Applied], marks: list[Mark] | None, offset: int = 0
+) -> Iterator[tuple[int, list[Applied], list[Mark] | None, bytes]]:
+    """The segment records of ``events`` (offset, events, marks, bytes): one, or halves of it while
+    it is larger than ``SEGMENT_BYTES`` (a single row is a few KB at most)."""
+    data = codec.encode_fill_segment(name, events, marks)
+    if len(data) <= SEGMENT_BYTES or len(events) == 1:
+        yield offset, events, marks, data
+        return
+    half = len(events) // 2
+    yield from _encoded(name, events[:half], marks[:half] if marks else None, offset)
+    yield from _encoded(name, events[half:], marks[half:] if marks else None, offset + half)
 
 
 class Restoring:

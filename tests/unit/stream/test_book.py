@@ -20,7 +20,16 @@ from processor.domain.fold import Applied, Outcome
 from processor.domain.ledger import DEFAULT_DUPLICATE_WINDOW_MS, Ledger
 from processor.domain.pools import FundPools, Pool
 from processor.domain.state import FundRules
-from processor.stream.book import FUNDS, OPERATION_WEIGHT, SEEN, SEGMENT_FILLS, TAIL_KEY, FundBook, Write
+from processor.stream.book import (
+    FUNDS,
+    OPERATION_WEIGHT,
+    SEEN,
+    SEGMENT_BYTES,
+    SEGMENT_FILLS,
+    TAIL_KEY,
+    FundBook,
+    Write,
+)
 from tests.conftest import scaled
 from tests.strategies import (
     BASE_TIMESTAMP,
@@ -431,3 +440,25 @@ def test_operations_weigh_more_than_fills_in_a_segment_and_keys_follow_the_seque
     restarted = tables.start()
     assert all(apply_event(restarted.ledger, event).delta is None for event in events)
     assert restarted.ledger.funds["USDT-MEME"].duplicates == len(events)
+
+
+def test_hostile_ids_split_a_segment_until_each_record_fits_the_broker() -> None:
+    """A batch of fills whose ids are control characters (each escaped to 6 bytes in JSON) would make
+    a 1,000-fill segment over 2 MB: the broker would refuse the batch's transaction for ever (a
+    crash loop). The segment is split until each record fits, and every fill is still remembered."""
+    tables = Tables()
+    book = tables.start()
+    control = "\x01"
+    fills = [
+        make_fill(fill_id=control * 120 + f"{n:08d}", liquidation_id=control * 128, symbol=control * 64)
+        for n in range(SEGMENT_FILLS)
+    ]
+    for fill in fills:
+        book.ledger.fold(fill)
+    tables.flush(book)
+    records = [value for key, value in tables.seen[home("USDT")].items() if key.startswith(b"USDT/")]
+    assert len(records) > 1
+    assert all(len(value) <= SEGMENT_BYTES for value in records)
+    assert sum(len(ids) for ids in tables.segments("USDT").values()) == SEGMENT_FILLS
+    restarted = tables.start()
+    assert all(restarted.ledger.fold(fill).delta is None for fill in fills)  # all duplicates still
