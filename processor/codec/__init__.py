@@ -39,6 +39,7 @@ from processor.codec.encoding import (
     encode_rejection,
     encode_trigger,
     loads,
+    loads_object,
     operation_delta_document,
     trigger_document,
 )
@@ -112,6 +113,7 @@ __all__ = [
     "encode_trigger",
     "event_timestamp",
     "loads",
+    "loads_object",
     "operation_delta_document",
     "operation_from_row",
     "row_currency",

@@ -350,5 +350,16 @@ def loads(data: bytes | str) -> Any:
         raise ValueError(str(error)) from error
 
 
+def loads_object(data: bytes | None) -> dict[str, Any] | None:
+    """A message's JSON object, or ``None`` for no value, not JSON, or JSON that is not an object."""
+    if data is None:
+        return None
+    try:
+        document = orjson.loads(data)
+    except orjson.JSONDecodeError:
+        return None
+    return document if type(document) is dict else None
+
+
 def dumps(document: Any) -> bytes:
     return orjson.dumps(document)

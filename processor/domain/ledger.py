@@ -319,10 +319,11 @@ class Ledger:
         fund = operation.fund
         policy = self.policy(fund)
         state = self.funds.get(fund) or FundState.opened(fund, policy)
-        window = self.windows.get(fund) or self.open_window(fund)
-        outcome = apply_operation(state, operation, policy, currency, window.get(operation.operation_id))
+        window = self.windows.get(fund)
+        applied = window.get(operation.operation_id) if window is not None else None
+        outcome = apply_operation(state, operation, policy, currency, applied)
         if outcome.refusal is not None or outcome.conflict is not None:
-            return outcome  # nothing changed: not even a fund that has seen nothing is opened
+            return outcome  # nothing changed: not even a fund (or window) that has seen nothing is opened
         if policy.drawdown is not None and outcome.delta is not None:
             outcome = self._watch(fund, policy.drawdown, outcome)
         self.funds[fund] = outcome.state
@@ -331,7 +332,7 @@ class Ledger:
             if outcome.delta is not None:
                 entries.append(operation)
         if outcome.delta is not None:
-            window.remember_operation(operation)
+            (window or self.open_window(fund)).remember_operation(operation)
         return outcome
 
     def _watch(self, fund: str, drawdown: DrawdownPolicy, outcome: Outcome) -> Outcome:

@@ -22,11 +22,8 @@ _NO_POOLS = FundPools()
 def key_of(line: bytes, pools: FundPools = _NO_POOLS) -> bytes | None:
     """The margin currency of a fill, or the currency of an operation's fund (SPEC sections 7 and 8:
     a pool's is in the pools file); ``None`` for anything else."""
-    try:
-        document = codec.loads(line)
-    except ValueError:
-        return None
-    if not isinstance(document, dict):
+    document = codec.loads_object(line)
+    if document is None:
         return None
     currency = document.get("margin_currency")
     if currency is None and isinstance(document.get("fund"), str):
@@ -51,12 +48,22 @@ async def produce_lines(settings: Settings, topic: str, lines: Iterable[bytes]) 
                 await asyncio.gather(*pending)
                 pending.clear()
         await asyncio.gather(*pending)
-    except (TopicAuthorizationFailedError, ClusterAuthorizationFailedError):
-        who = principal(settings.security.sasl_username)
-        raise BrokerRefusedError(  # the topic is known here, not where the error is described
-            f"the broker at {settings.bootstrap_servers} does not allow {who} to write topic {topic!r} "
-            f"(topic ACL): grant WRITE on it"
-        ) from None
+    except WRITE_REFUSED:
+        raise write_refused(settings, topic, "grant WRITE on it") from None
     finally:
         await producer.stop()
     return sent
+
+
+#: What a producer raises when an ACL forbids it to write a topic.
+WRITE_REFUSED = (TopicAuthorizationFailedError, ClusterAuthorizationFailedError)
+
+
+def write_refused(settings: Settings, topic: str, advice: str) -> BrokerRefusedError:
+    """The error for a topic the broker does not let us write; raised where the topic is known, not
+    where broker errors are described."""
+    who = principal(settings.security.sasl_username)
+    return BrokerRefusedError(
+        f"the broker at {settings.bootstrap_servers} does not allow {who} to write topic {topic!r} "
+        f"(topic ACL): {advice}"
+    )

@@ -12,14 +12,14 @@ from dataclasses import dataclass
 from typing import Any
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
-from aiokafka.errors import ClusterAuthorizationFailedError, TopicAuthorizationFailedError
 
 from processor import codec
 from processor.codec import FillDecoder, Rejection
 from processor.config import InputError, Settings
 from processor.domain.events import FundOperation
-from processor.stream.connect import BrokerRefusedError, principal, wait_for_broker
+from processor.stream.connect import wait_for_broker
 from processor.stream.kafka import client_options, partition_counts
+from processor.stream.produce import WRITE_REFUSED, write_refused
 
 log = logging.getLogger(__name__)
 
@@ -204,11 +204,9 @@ class _Channel:
             sent = await self.producer.send_and_wait(
                 settings.input_topic, codec.encode_operation(operation), key=currency.encode()
             )
-        except (TopicAuthorizationFailedError, ClusterAuthorizationFailedError):
-            who = principal(settings.security.sasl_username)
-            raise BrokerRefusedError(
-                f"the broker at {settings.bootstrap_servers} does not allow {who} to write topic "
-                f"{settings.input_topic!r} (topic ACL): operators need WRITE on the input topic"
+        except WRITE_REFUSED:
+            raise write_refused(
+                settings, settings.input_topic, "operators need WRITE on the input topic"
             ) from None
         log.info("sent %s to %s:%d@%d", operation.operation_id, sent.topic, sent.partition, sent.offset)
         deadline = time.monotonic() + timeout_seconds
@@ -230,13 +228,8 @@ class _Channel:
 def _answer(
     topic: str, value: bytes | None, operation: FundOperation, partition: int, offset: int, settings: Settings
 ) -> Result | None:
-    if value is None:
-        return None
-    try:
-        document = codec.loads(value)
-    except ValueError:
-        return None
-    if not isinstance(document, dict):
+    document = codec.loads_object(value)
+    if document is None:
         return None
     if topic == settings.deltas_topic:
         if document.get("delta_id") == operation.operation_id and document.get("fund") == operation.fund:

@@ -93,7 +93,7 @@ def decimate(points: Sequence[Point], limit: int = MAX_POINTS_PER_FUND) -> list[
     first, last, inner = points[0], points[-1], points[1:-1]
     buckets = max(1, (limit - 2) // 2)
     size = math.ceil(len(inner) / buckets)
-    values = [float(point.balance) for point in inner]
+    values = [Decimal(point.balance) for point in inner]  # exact: never float money, even to plot
     kept = [first]
     for start in range(0, len(inner), size):
         indexes = range(start, min(start + size, len(inner)))
