@@ -148,7 +148,7 @@ format_storage() {  # format_storage N CLUSTER_ID
   local dir
   dir="$(node_dir "$1")"
   [[ -f "$dir/data/meta.properties" ]] && return 0
-  if ! run_tool kafka.tools.StorageTool format -t "$2" -c "$dir/server.properties" \
+  if ! run_tool kafka.tools.StorageTool format --cluster-id="$2" -c "$dir/server.properties" \
       >"$dir/logs/format.log" 2>&1; then
     cat "$dir/logs/format.log" >&2
     die "formatting node $1 ($dir/data) failed"

@@ -262,7 +262,8 @@ format_storage() {
   mkdir -p "$DATA"
   # SCRAM credentials can only be seeded at format time without a running broker;
   # they are added always, so a SASL listener can be enabled later on the same data.
-  if ! run_tool kafka.tools.StorageTool format -t "$cid" -c "$PROPS" \
+  # --cluster-id=ID, not -t ID: a random id may start with "-", which would read as an option.
+  if ! run_tool kafka.tools.StorageTool format --cluster-id="$cid" -c "$PROPS" \
       --add-scram "SCRAM-SHA-256=[name=$SASL_USER,password=$SASL_PASSWORD]" \
       --add-scram "SCRAM-SHA-512=[name=$SASL_USER,password=$SASL_PASSWORD]" \
       >"$LOGS/format.log" 2>&1; then
