@@ -7,7 +7,7 @@ STAMP := $(VENV)/.installed
 export PYTHONHASHSEED ?= 0
 
 .DEFAULT_GOAL := help
-.PHONY: help install test test-unit test-integration lint format golden bench bench-core bench-recovery soak run demo broker \
+.PHONY: help install native test test-unit test-integration lint format golden bench bench-core bench-recovery soak run demo broker \
         rebuild audit browser \
         kafka-up kafka-down kafka-status kafka-purge cluster-up cluster-down cluster-status cluster-purge \
         soak-cluster clean
@@ -21,7 +21,27 @@ $(STAMP): pyproject.toml
 	$(PY) -m pip install --quiet -e '.[test]'
 	touch $(STAMP)
 
-install: $(STAMP) ## create .venv and install the package with its test extras (pinned)
+# The hot modules (processor/native.py), compiled by mypyc from their source; PROCESSOR_COMPILE=0
+# (or no C compiler) leaves them interpreted: same results, slower.
+NATIVE_SOURCES := processor/codec/decoding.py processor/codec/encoding.py processor/domain/drawdown.py \
+                  processor/domain/fold.py processor/domain/ledger.py processor/pipeline.py
+NATIVE_STAMP := build/native.stamp
+PROCESSOR_COMPILE ?= 1
+
+$(NATIVE_STAMP): $(STAMP) $(NATIVE_SOURCES) processor/native.py setup.py
+	@mkdir -p build
+	@rm -f $(NATIVE_SOURCES:.py=.cpython-*.so) processor/_native__mypyc.cpython-*.so
+	@if [ "$(PROCESSOR_COMPILE)" = 0 ]; then echo "PROCESSOR_COMPILE=0: the hot modules stay interpreted"; \
+	else echo "compiling the hot modules with mypyc ..."; \
+	  PROCESSOR_COMPILE=1 $(PY) setup.py --quiet build_ext --inplace > build/native.log 2>&1 \
+	  && touch $(NATIVE_SOURCES:.py=.cpython-*.so) processor/_native__mypyc.cpython-*.so \
+	  || { tail -20 build/native.log; echo "warning: mypyc could not compile the hot modules (build/native.log): they stay interpreted"; \
+	       rm -f $(NATIVE_SOURCES:.py=.cpython-*.so) processor/_native__mypyc.cpython-*.so; }; fi
+	@touch $@
+
+native: $(NATIVE_STAMP) ## compile the hot modules with mypyc (make install does; PROCESSOR_COMPILE=0: keep them interpreted)
+
+install: $(STAMP) $(NATIVE_STAMP) ## create .venv, install the package with its test extras (pinned), compile the hot modules
 
 test: install lint browser ## lint, then run every test (starts a private Kafka broker unless KAFKA_BOOTSTRAP_SERVERS is set)
 	$(PY) -m pytest -q
@@ -114,4 +134,5 @@ cluster-purge: ## stop the local cluster and delete its data, logs and ports (ja
 	bash scripts/cluster.sh down --purge
 
 clean: ## remove the virtualenv and caches (not the Kafka jars)
-	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache .hypothesis var
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache .hypothesis var build
+	rm -f $(NATIVE_SOURCES:.py=.cpython-*.so) processor/_native__mypyc.cpython-*.so

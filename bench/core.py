@@ -6,12 +6,14 @@ from __future__ import annotations
 import argparse
 import asyncio
 import gc
+import json
 import os
 import socket
 import subprocess
 import sys
 import tempfile
 import time
+import tracemalloc
 import uuid
 from collections.abc import Iterator
 from decimal import Decimal
@@ -20,15 +22,18 @@ from pathlib import Path
 import orjson
 
 from bench.generate import lines
-from processor import codec
+from processor import codec, native
 from processor.codec import FillDecoder
+from processor.domain.events import LiquidationFill
 from processor.domain.fold import exact_arithmetic
-from processor.domain.ledger import Ledger
+from processor.domain.ledger import DuplicateWindow, Ledger, pack_fill, pack_texts
 from processor.pipeline import Pipeline
 from processor.replay import OutputFiles, read_lines, replay_lines
 from processor.simulate import Market, fills
 
 TARGET_PER_SECOND = 150_000
+TARGET_BARE_RATIO = 0.6
+TARGET_WINDOW_RATIO = 0.5
 TARGET_JOBS_RATIO = 1.6
 #: The topic replay's feed: four funds with equal shares of the fills, keyed by currency on
 #: ``TOPIC_PARTITIONS`` partitions, where each currency has a partition of its own. A replay folds each
@@ -76,6 +81,103 @@ def in_process(messages: list[bytes]) -> float:
     return time.perf_counter() - started
 
 
+def core_rates(messages: list[bytes], rounds: int) -> tuple[float, float]:
+    """The bare loop and decode + fold + encode, run in turn ``rounds`` times: the best seconds of
+    each (the machine is shared; the least disturbed run of each is the one to compare)."""
+    bare = core = float("inf")
+    for _ in range(rounds):
+        bare = min(bare, bare_loop(messages))
+        core = min(core, in_process(messages))
+    return bare, core
+
+
+def interpreted_figures(count: int, rounds: int, window_count: int) -> dict[str, float] | None:
+    """``core_rates`` and ``window_costs`` in a process that runs the hot modules from source
+    (``PROCESSOR_PURE=1``): the same code as it ran before it was compiled."""
+    command = [sys.executable, "-m", "bench.core", "--count", str(count), "--core-rounds", str(rounds)]
+    command += ["--window-count", str(window_count), "--probe"]
+    done = subprocess.run(
+        command, env={**os.environ, "PROCESSOR_PURE": "1"}, capture_output=True, check=False
+    )
+    if done.returncode != 0:
+        print(f"interpreted run failed: {done.stderr.decode()[-500:]}")
+        return None
+    figures: dict[str, float] = json.loads(done.stdout.splitlines()[-1])
+    return figures
+
+
+def fill_texts(message: bytes) -> tuple[str, ...]:
+    """What the decoder's fast path packs a fill from: the message's own texts."""
+    document = json.loads(message)
+    return (
+        str(document["timestamp"]),
+        document["margin_currency"],
+        document["side"],
+        document.get("contract_type") or "linear",
+        document["contract_size"],
+        document["bankruptcy_price"],
+        document["fill_price"],
+        document["quantity"],
+        document.get("unfilled_quantity") or "0",
+        document.get("fee") or "0",
+        "1",
+        document["liquidation_id"],
+        document["symbol"],
+    )
+
+
+def window_costs(messages: list[bytes], rounds: int) -> dict[str, float]:
+    """The duplicate window's seconds per fill, best of ``rounds``, and its bytes per fill:
+    ``formatted``, the look-up and remembering of a fill packed by ``pack_fill`` (which formats nine
+    decimals: the way it was); ``remembered``, the same of the bytes the decoder packed; ``packing``,
+    packing from the message's texts as the decoder does, but called from here (an upper bound)."""
+    decode_packed = FillDecoder.from_schema_dir().decode_packed
+    decoded = [decode_packed(message) for message in messages]
+    fills: list[LiquidationFill] = [fill for fill, _ in decoded]  # type: ignore[misc]  # all valid
+    packs: list[bytes] = [packed for _, packed in decoded]  # type: ignore[misc]
+    texts = [fill_texts(message) for message in messages]
+    assert all(pack_texts(*parts) == packed for parts, packed in zip(texts, packs, strict=True))
+
+    def formatted() -> DuplicateWindow:
+        window = DuplicateWindow()
+        get, remember = window.get, window.remember_packed
+        for fill in fills:
+            get(fill.fill_id)
+            remember(fill.fill_id, fill.timestamp, pack_fill(fill))
+        return window
+
+    def remembered() -> DuplicateWindow:
+        window = DuplicateWindow()
+        get, remember = window.get, window.remember_packed
+        for fill, packed in zip(fills, packs, strict=True):
+            get(fill.fill_id)
+            remember(fill.fill_id, fill.timestamp, packed)
+        return window
+
+    def packing() -> None:
+        for parts in texts:
+            pack_texts(*parts)
+
+    figures = {}
+    for name, run in (("formatted", formatted), ("remembered", remembered), ("packing", packing)):
+        best = float("inf")
+        for _ in range(rounds):
+            gc.collect()
+            started = time.perf_counter()
+            run()
+            best = min(best, time.perf_counter() - started)
+        figures[name] = best / len(messages)
+    gc.collect()
+    tracemalloc.start()
+    window = remembered()
+    # what the window allocated, and the packed fills it holds (made before the count started)
+    held = tracemalloc.get_traced_memory()[0] + sum(sys.getsizeof(packed) for packed in packs)
+    figures["bytes"] = held / len(messages)
+    tracemalloc.stop()
+    assert len(window) == len(fills)
+    return figures
+
+
 def file_replay(path: Path, out: Path) -> float:
     pipeline = Pipeline(FillDecoder.from_schema_dir(), Ledger())
     outputs = OutputFiles(out / "state.json", out / "deltas.jsonl", out / "adl.jsonl", out / "dlq.jsonl")
@@ -93,28 +195,28 @@ def stage_times(messages: list[bytes]) -> list[tuple[str, float]]:
         loads(message)
     parse = time.perf_counter() - started
 
-    decode = FillDecoder.from_schema_dir().decode
+    decode_packed = FillDecoder.from_schema_dir().decode_packed
     started = time.perf_counter()
     for message in messages:
-        decode(message)
+        decode_packed(message)
     decoded = time.perf_counter() - started
 
-    decode = FillDecoder.from_schema_dir().decode
+    decode_packed = FillDecoder.from_schema_dir().decode_packed
     fold = Ledger().fold
     with exact_arithmetic():
         started = time.perf_counter()
         for message in messages:
-            fold(decode(message))  # type: ignore[arg-type]  # the generated fills are all valid
+            fold(*decode_packed(message))  # type: ignore[arg-type]  # the generated fills are all valid
         folded = time.perf_counter() - started
 
-    decode = FillDecoder.from_schema_dir().decode
+    decode_packed = FillDecoder.from_schema_dir().decode_packed
     ledger = Ledger()
     fold, policy = ledger.fold, ledger.policy
     encode_delta, encode_trigger = codec.encode_delta, codec.encode_trigger
     with exact_arithmetic():
         started = time.perf_counter()
         for message in messages:
-            outcome = fold(decode(message))  # type: ignore[arg-type]  # all valid
+            outcome = fold(*decode_packed(message))  # type: ignore[arg-type]  # all valid
             delta, trigger = outcome.delta, outcome.trigger
             encode_delta(delta)  # type: ignore[arg-type]  # never a duplicate
             if trigger is not None:
@@ -122,7 +224,7 @@ def stage_times(messages: list[bytes]) -> list[tuple[str, float]]:
         encoded = time.perf_counter() - started
     return [
         ("parse (orjson.loads)", parse),
-        ("validate into a fill", decoded - parse),
+        ("validate into a fill, packed", decoded - parse),
         ("fold (apply + duplicate window)", folded - decoded),
         ("encode delta and trigger", encoded - folded),
     ]
@@ -200,16 +302,26 @@ def main() -> None:
     )
     parser.add_argument("--skip-topic", action="store_true", help="no topic replay (it needs a broker)")
     parser.add_argument("--rounds", type=int, default=2, help="topic replays of each --jobs, in turn")
+    parser.add_argument(
+        "--core-rounds", type=int, default=3, help="runs of the bare loop and the core, in turn (best of)"
+    )
+    parser.add_argument("--window-count", type=int, default=300_000, help="fills in the window benchmark")
+    parser.add_argument("--probe", action="store_true", help=argparse.SUPPRESS)  # core_rates as JSON
     args = parser.parse_args()
-    print(f"generating {args.count:,} fills ...", flush=True)
     messages = list(lines(args.count))
     gc.collect()
     gc.freeze()  # the generated input is not garbage: keep the collector off it, as a worker would
+    if args.probe:
+        bare, core = core_rates(messages, args.core_rounds)
+        window = window_costs(messages[: args.window_count], args.core_rounds)
+        print(json.dumps({"bare": bare, "core": core, "window": window["formatted"]}))
+        return
+    print(f"generated {args.count:,} fills; {native.describe()}", flush=True)
     with tempfile.TemporaryDirectory() as scratch:
         path = Path(scratch) / "fills.jsonl"
         path.write_bytes(b"\n".join(messages) + b"\n")
-        bare = bare_loop(messages)
-        core = in_process(messages)
+        print(f"bare loop and decode + fold + encode, {args.core_rounds} runs each in turn ...", flush=True)
+        bare, core = core_rates(messages, args.core_rounds)
         replay = file_replay(path, Path(scratch) / "out")
         path.unlink()
         topic: list[tuple[str, float]] = []
@@ -218,19 +330,39 @@ def main() -> None:
         skipped = "--skip-topic" if args.skip_topic else broker_problem(bootstrap)
         if skipped is None:
             topic = asyncio.run(topic_replay_rates(bootstrap, topic_count, Path(scratch), args.rounds))
+    print("decode + fold + encode, interpreted (PROCESSOR_PURE=1, a process of its own) ...", flush=True)
+    interpreted = interpreted_figures(args.count, args.core_rounds, args.window_count)
+    print("the duplicate window ...", flush=True)
+    window = window_costs(messages[: args.window_count], args.core_rounds)
     stages = stage_times(messages) if args.stages else []
     count = args.count
     rows = [
         ("bare orjson + Decimal loop (no validation)", bare),
-        ("decode + fold + encode (in process)", core),
+        (f"decode + fold + encode ({'compiled' if native.compiled_modules() else 'interpreted'})", core),
         ("file replay (read, fold, write 4 files)", replay),
     ]
+    if interpreted is not None:
+        rows.insert(
+            2, ("decode + fold + encode, interpreted", interpreted["core"] * bare / interpreted["bare"])
+        )
     print(f"\n{'path':<50}{'fills/s':>12}{'us/fill':>10}{'vs bare':>9}{'vs target':>11}")
     for name, seconds in rows:
         rate = count / seconds
         print(
             f"{name:<50}{rate:>12,.0f}{1e6 * seconds / count:>10.2f}"
             f"{bare / seconds:>9.2f}{rate / TARGET_PER_SECOND:>11.2f}"
+        )
+    ratio = bare / core
+    verdict = (
+        "met" if ratio >= TARGET_BARE_RATIO else f"missed by {100 * (1 - ratio / TARGET_BARE_RATIO):.0f}%"
+    )
+    print(f"decode + fold + encode / bare loop = {ratio:.2f} (target >= {TARGET_BARE_RATIO}: {verdict})")
+    if interpreted is not None:
+        print(
+            f"  interpreted, in its own process: bare {count / interpreted['bare']:,.0f}/s, "
+            f"core {count / interpreted['core']:,.0f}/s, "
+            f"ratio {interpreted['bare'] / interpreted['core']:.2f} "
+            "(its row above is scaled to this process's bare loop)"
         )
     for name, seconds in topic:
         print(f"{name:<50}{topic_count / seconds:>12,.0f}{1e6 * seconds / topic_count:>10.2f}")
@@ -240,6 +372,21 @@ def main() -> None:
         print(f"topic replay: --jobs 2 / --jobs 1 = {ratio:.2f}x (target >= {TARGET_JOBS_RATIO}x: {verdict})")
     else:
         print(f"topic replay: skipped ({skipped}; `make bench-core` starts the local broker)")
+    window_rows = [
+        ("pack_fill + look-up + remember, compiled", window["formatted"]),
+        ("look-up + remember the decoder's bytes, compiled", window["remembered"]),
+        ("packing from the texts (called from Python)", window["packing"]),
+    ]
+    now = window["remembered"] + window["packing"]
+    if interpreted is not None:
+        window_rows.insert(0, ("before: pack_fill + look-up + remember, interpreted", interpreted["window"]))
+    print(f"\n{'duplicate window, per fill':<56}{'us':>8}")
+    for name, seconds in window_rows:
+        print(f"{name:<56}{1e6 * seconds:>8.2f}")
+    print(f"{'now: the two above':<56}{1e6 * now:>8.2f}   {window['bytes']:.0f} bytes a fill")
+    before = interpreted["window"] if interpreted is not None else window["formatted"]
+    verdict = "met" if now / before <= TARGET_WINDOW_RATIO else "missed"
+    print(f"time now / before = {now / before:.2f} (target <= {TARGET_WINDOW_RATIO}: {verdict})")
     if stages:
         print(f"\n{'stage of decode + fold + encode':<50}{'us/fill':>12}")
         pipeline = core - sum(seconds for _, seconds in stages)

@@ -6,14 +6,15 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Sequence
-from typing import Any, NamedTuple
+from typing import Any, Final, NamedTuple
 
 from processor import codec
 from processor.codec import FillDecoder, Rejection
+from processor.codec.encoding import encode_adl_state, encode_delta, encode_trigger  # compiled: direct calls
 from processor.domain.events import FundOperation, LiquidationFill, OperationDelta
 from processor.domain.ledger import Ledger
 
-_new = tuple.__new__
+_new: Final = tuple.__new__
 
 SOURCE_HEADER = "insurance-fund-source"
 SOURCE_KEY_HEADER = "insurance-fund-source-key"
@@ -76,7 +77,7 @@ class Pipeline:
         offset: int,
         headers: Headers = (),
     ) -> Emitted:
-        fill = self.decoder.decode(value)
+        fill, packed = self.decoder.decode_packed(value)
         if type(fill) is not LiquidationFill:
             if isinstance(fill, FundOperation):
                 return self._operate(fill, value, key, topic, partition, offset, headers)
@@ -88,7 +89,7 @@ class Pipeline:
                 return self._forward(
                     currency, codec.encode_fill, fill, value, key, topic, partition, offset, home
                 )
-        _, delta, trigger, conflict, _, change = self.ledger.fold(fill)
+        _, delta, trigger, conflict, _, change = self.ledger.fold(fill, packed)
         if delta is None:
             if conflict is None:
                 return Emitted(currency, fill.symbol)
@@ -102,15 +103,15 @@ class Pipeline:
             (
                 delta.fund,
                 fill.symbol,
-                codec.encode_delta(delta),  # type: ignore[arg-type]
-                None if trigger is None else codec.encode_trigger(trigger, self.ledger.policy(trigger.fund)),
+                encode_delta(delta),  # type: ignore[arg-type]
+                None if trigger is None else encode_trigger(trigger, self.ledger.policy(trigger.fund)),
                 None,
                 None,
                 None,
                 -1,
                 None,
                 None,
-                None if change is None else codec.encode_adl_state(change),
+                None if change is None else encode_adl_state(change),
             ),
         )
 

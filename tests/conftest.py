@@ -11,6 +11,7 @@ from typing import Any
 import pytest
 from hypothesis import HealthCheck, settings
 
+from processor import native
 from processor.codec import FillDecoder
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -26,6 +27,13 @@ settings.register_profile(
     "thorough", max_examples=2000, deadline=None, suppress_health_check=[HealthCheck.too_slow]
 )
 settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "default"))
+
+_STALE = native.stale_extensions() if os.environ.get("PROCESSOR_PURE") != "1" else []
+if _STALE:  # the tests would run the old compiled code, not the source under test
+    raise pytest.UsageError(
+        f"compiled modules older than their source: {', '.join(_STALE)}; run `make native` "
+        "(or PROCESSOR_PURE=1 to test the source interpreted)"
+    )
 
 
 def scaled(examples: int) -> int:

@@ -8,7 +8,7 @@ import json
 from collections.abc import Callable, Mapping
 from decimal import Decimal
 from pathlib import Path
-from typing import Any, NamedTuple
+from typing import Any, Final, NamedTuple
 
 import orjson
 
@@ -24,23 +24,26 @@ from processor.codec.schema import (
     _Field,
     _FieldError,
     _integer_check,
+    _NotJsonConstant,
     _parse_decimal,
     _show,
 )
 from processor.domain.events import FundOperation, LiquidationFill
+from processor.domain.ledger import pack_texts
 
 INVALID_JSON = "invalid_json"
 INVALID_EVENT = "invalid_event"
 UNSUPPORTED_VERSION = "unsupported_version"
 CONFLICTING_DUPLICATE = "conflicting_duplicate"
 OPERATION_REFUSED = "operation_refused"
-FILL_TYPE = "liquidation_fill"
+FILL_TYPE: Final = "liquidation_fill"
 
-_DECIMAL_CACHE_LIMIT = 1 << 12  # small enough to stay in the CPU cache
-_SYMBOL_CACHE_LIMIT = 1 << 12
+_DECIMAL_CACHE_LIMIT: Final = 1 << 12  # small enough to stay in the CPU cache
+_SYMBOL_CACHE_LIMIT: Final = 1 << 12
 # Python refuses to turn longer digit strings into ints (sys.get_int_max_str_digits); the fallback
 # parser keeps such integers as text instead, so the field that holds one is named.
 _INT_DIGITS_LIMIT = 4000
+_VERSION_TEXT: Final = str(SUPPORTED_VERSION)
 
 
 class Rejection(NamedTuple):
@@ -93,8 +96,14 @@ class FillDecoder:
         return cls(_read_schema(directory, INPUT_SCHEMA), _read_schema(directory, OPERATION_SCHEMA))
 
     def decode(self, data: bytes | None) -> InputEvent | Rejection:
-        fill = self._fast(data)
-        return fill if fill is not None else self._decode_carefully(data)
+        accepted = self._fast(data)
+        return accepted[0] if accepted is not None else self._decode_carefully(data)
+
+    def decode_packed(self, data: bytes | None) -> tuple[InputEvent | Rejection, bytes | None]:
+        """``decode``, and a fill accepted by the fast path packed for the duplicate window
+        (``processor.domain.ledger.pack_texts``); ``None`` for anything else."""
+        accepted = self._fast(data)
+        return accepted if accepted is not None else (self._decode_carefully(data), None)
 
     def _decode_carefully(self, data: bytes | None) -> InputEvent | Rejection:
         """Everything the fast path did not accept outright: parse again and take the reference path."""
@@ -169,6 +178,8 @@ class _DecimalField:
     """One decimal field on the fast path: a cheap check for new texts, and a cache of accepted ones
     for fields whose values repeat (``cached``).
 
+    A value is accepted as its number and a text ``Decimal`` reads back to exactly that number (the
+    message's own text when it is plain digits, which the duplicate window then keeps as it came).
     A text of at most ``max_places + 1`` ASCII digits with at most one point cannot have too many
     places, and when the rule's minimum is 0 only its value is left to check; every other spelling
     (signs, exponents, numbers, long texts, other minimums) takes the field's full check.
@@ -180,16 +191,18 @@ class _DecimalField:
         rule = field.decimal
         if rule is None:
             raise SchemaError(f"property {field.name!r} is not a decimal")
-        self.cache: dict[str, Decimal] = {}  # stays empty unless ``cached``
+        self.cache: dict[Any, tuple[Decimal, str]] = {}  # stays empty unless ``cached``
         self.cached = cached
         self.check = field.check
-        self.default = field.default
+        default = field.default
+        self.default = None if default is None else (default, str(default))
         self.max_abs = rule.max_abs
         self.nonzero = rule.exclusive
         self.short = rule.max_places + 1 if rule.bound == 0 else -1
 
-    def accept(self, value: Any) -> Decimal | None:
-        """The value of a text (not in the cache), of a number, or the default for null; or ``None``."""
+    def accept(self, value: Any) -> tuple[Decimal, str] | None:
+        """The number and text of a value (a text not in the cache, a number, or the default for
+        null); or ``None``."""
         if (
             type(value) is str
             and len(value) <= self.short
@@ -199,6 +212,7 @@ class _DecimalField:
             number = Decimal(value)
             if number > self.max_abs or (self.nonzero and not number):
                 return None
+            accepted = (number, value)
         elif value is None:
             return self.default
         else:
@@ -206,23 +220,25 @@ class _DecimalField:
                 number = self.check(value)
             except _FieldError:
                 return None
+            accepted = (number, str(number))
             if type(value) is not str:
-                return number
+                return accepted  # numbers are not cached: 1, 1.0 and True are one key
         if self.cached:
             cache = self.cache
             if len(cache) >= _DECIMAL_CACHE_LIMIT:
                 cache.clear()
-            cache[value] = number
-        return number
+            cache[value] = accepted
+        return accepted
 
 
 def _fast_path(
     fields: Mapping[str, _Field], properties: Mapping[str, Any]
-) -> Callable[[bytes | None], LiquidationFill | None]:
+) -> Callable[[bytes | None], tuple[LiquidationFill, bytes] | None]:
     """Build the hot path: parse, then the same rules as ``from_document``, unrolled, with caches of
     accepted values.
 
-    It returns ``None`` for anything it does not accept outright; ``from_document`` then decides and
+    It returns the fill with its packed form (``pack_texts``), or ``None`` for anything it does not
+    accept outright; ``from_document`` then decides and
     words the rejection, so the two paths cannot disagree on a verdict (the fuzz tests check it).
     """
 
@@ -236,8 +252,8 @@ def _fast_path(
     currency_check = fields["margin_currency"].check
     # Accepted currencies and symbols, each mapped to one shared instance: a fund's fills then share
     # their strings (less to keep in the duplicate window) and hash them once.
-    currencies: dict[str, str] = {}
-    symbols: dict[str, str] = {}
+    currencies: dict[Any, str] = {}
+    symbols: dict[Any, str] = {}
     sides = {side: side for side in properties["side"]["enum"] if side is not None}
     contract_types = {kind: kind for kind in properties["contract_type"]["enum"] if kind is not None}
     contract_types[None] = fields["contract_type"].default  # absent or null: the default
@@ -255,18 +271,20 @@ def _fast_path(
     quantities, unfilled_quantities = quantity.cache, unfilled_quantity.cache
     loads, new_fill = orjson.loads, tuple.__new__
 
-    def fast(data: bytes | None) -> LiquidationFill | None:
+    def fast(data: bytes | None) -> tuple[LiquidationFill, bytes] | None:
         try:
-            document = loads(data)  # type: ignore[arg-type]
-            get = document.get
-            version = get("version")
+            parsed = loads(data)  # type: ignore[arg-type]
+            if type(parsed) is not dict:
+                return None
+            document: dict[str, Any] = parsed  # typed: compiled, ``get`` is a direct dictionary lookup
+            version = document.get("version")
             if version is not None and (type(version) is not int or version != SUPPORTED_VERSION):
                 return None
-            kind = get("type")
+            kind = document.get("type")
             if kind is not None and kind != FILL_TYPE:  # an operation, or a bad type
                 return None
-            fill_id = get("fill_id")
-            liquidation_id = get("liquidation_id")
+            fill_id = document.get("fill_id")
+            liquidation_id = document.get("liquidation_id")
             if (
                 type(fill_id) is not str
                 or not fill_id_min <= len(fill_id) <= fill_id_max
@@ -274,7 +292,7 @@ def _fast_path(
                 or not liquidation_id_min <= len(liquidation_id) <= liquidation_id_max
             ):
                 return None
-            symbol = get("symbol")
+            symbol = document.get("symbol")
             known_symbol = symbols.get(symbol)
             if known_symbol is None:
                 if type(symbol) is not str or not symbol_min <= len(symbol) <= symbol_max:
@@ -282,16 +300,16 @@ def _fast_path(
                 if len(symbols) >= _SYMBOL_CACHE_LIMIT:
                     symbols.clear()
                 known_symbol = symbols[symbol] = symbol
-            currency = get("margin_currency")
+            currency = document.get("margin_currency")
             known_currency = currencies.get(currency)
             if known_currency is None:
                 try:
                     known_currency = currencies[currency] = currency_check(currency)
                 except _FieldError:
                     return None
-            side = sides.get(get("side"))
-            contract_type = contract_types.get(get("contract_type"))
-            timestamp = get("timestamp")
+            side = sides.get(document.get("side"))
+            contract_type = contract_types.get(document.get("contract_type"))
+            timestamp = document.get("timestamp")
             if (
                 side is None
                 or contract_type is None
@@ -300,35 +318,35 @@ def _fast_path(
             ):
                 return None
             # A cache lookup per decimal; only a text never seen before pays for the check.
-            value = get("contract_size")
+            value = document.get("contract_size")
             size = contract_sizes.get(value)
             if size is None and (size := contract_size.accept(value)) is None:
                 return None
-            value = get("bankruptcy_price")
+            value = document.get("bankruptcy_price")
             bankruptcy = bankruptcy_prices.get(value)
             if bankruptcy is None and (bankruptcy := bankruptcy_price.accept(value)) is None:
                 return None
-            price = fill_price.accept(get("fill_price"))
+            price = fill_price.accept(document.get("fill_price"))
             if price is None:
                 return None
-            value = get("quantity")
+            value = document.get("quantity")
             closed = quantities.get(value)
             if closed is None and (closed := quantity.accept(value)) is None:
                 return None
-            value = get("unfilled_quantity")
+            value = document.get("unfilled_quantity")
             unfilled = unfilled_quantities.get(value)
             if unfilled is None and (unfilled := unfilled_quantity.accept(value)) is None:
                 return None
-            cost = fee.accept(get("fee"))
+            cost = fee.accept(document.get("fee"))
             if cost is None:
                 return None
-        except (orjson.JSONDecodeError, AttributeError, TypeError):
-            # Not JSON, not an object (no ``get``), or a value that cannot be a key (an array or
-            # object where a scalar belongs): the careful path words the rejection.
+        except (orjson.JSONDecodeError, TypeError):
+            # Not JSON, or a value that cannot be a key (an array or object where a scalar
+            # belongs): the careful path words the rejection.
             return None
-        if not closed and not unfilled:
+        if not closed[0] and not unfilled[0]:
             return None
-        return new_fill(
+        fill = new_fill(
             LiquidationFill,
             (
                 fill_id,
@@ -337,24 +355,35 @@ def _fast_path(
                 known_currency,
                 side,
                 contract_type,
-                size,
-                bankruptcy,
-                price,
-                closed,
-                unfilled,
-                cost,
+                size[0],
+                bankruptcy[0],
+                price[0],
+                closed[0],
+                unfilled[0],
+                cost[0],
                 timestamp,
                 SUPPORTED_VERSION,
             ),
         )
+        # The duplicate window's form of the fill, from the texts at hand (no decimal formatted).
+        packed = pack_texts(
+            str(timestamp),
+            known_currency,
+            side,
+            contract_type,
+            size[1],
+            bankruptcy[1],
+            price[1],
+            closed[1],
+            unfilled[1],
+            cost[1],
+            _VERSION_TEXT,
+            liquidation_id,
+            known_symbol,
+        )
+        return fill, packed
 
     return fast
-
-
-class _NotJsonConstant(str):
-    """``NaN``, ``Infinity`` or ``-Infinity`` where a JSON value belongs, kept to name its field."""
-
-    __slots__ = ()
 
 
 def _parse_int(text: str) -> int | JsonNumber:

@@ -6,7 +6,7 @@ from __future__ import annotations
 import base64
 import hashlib
 from decimal import ROUND_HALF_EVEN, Decimal
-from typing import Any, NamedTuple
+from typing import Any, Final, NamedTuple
 
 import orjson
 
@@ -21,7 +21,7 @@ from processor.domain.events import (
 )
 from processor.domain.state import EXACT, FundPolicy
 
-OUTPUT_VERSION = 1
+OUTPUT_VERSION: Final = 1
 
 
 class DeadLetter(NamedTuple):
@@ -44,7 +44,7 @@ def amount_text(value: Decimal) -> str:
 
 
 # The zero of each precision above 6 places, which ``str`` writes in exponent notation ("0E-8").
-_FIXED_ZEROS = {
+_FIXED_ZEROS: Final = {
     str(zero): format(zero, "f") for zero in (Decimal(0).scaleb(-places) for places in range(7, 64))
 }
 

@@ -33,6 +33,13 @@ class JsonNumber(str):
     __slots__ = ()
 
 
+class _NotJsonConstant(str):
+    """``NaN``, ``Infinity`` or ``-Infinity`` where a JSON value belongs, kept to name its field
+    (here, with ``JsonNumber``: a compiled module cannot subclass ``str``)."""
+
+    __slots__ = ()
+
+
 def _show(value: Any) -> str:
     """A bounded excerpt of a value for a rejection's detail (a number from the fallback parser bare)."""
     text = str(value) if type(value) is JsonNumber else repr(value)

@@ -82,7 +82,17 @@ class PeakWindow:
         return len(self._records)
 
     def __iter__(self) -> Iterator[tuple[int | None, Decimal]]:
-        return ((record.clock, record.balance) for record in self._records)
+        for record in self._records:
+            yield record.clock, record.balance
+
+    def copy(self) -> PeakWindow:
+        """An independent window holding the same records."""
+        twin = PeakWindow(self.window_ms)
+        for record in self._records:
+            clone = _Record(record.clock, record.balance)
+            clone.following = record.following
+            twin._records.append(clone)
+        return twin
 
     def record(self, clock: int, balance: Decimal) -> Decimal:
         """Record ``balance`` at ``clock`` (never less than the last clock) and return the peak."""

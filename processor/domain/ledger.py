@@ -10,7 +10,7 @@ from array import array
 from collections.abc import Callable, Iterator, Mapping, MutableMapping, Sequence
 from decimal import Decimal
 from heapq import heappop, heappush
-from typing import NamedTuple
+from typing import Final, NamedTuple
 
 from processor.domain.drawdown import PeakWindow, rounded_drawdown, transition
 from processor.domain.events import AdlStateChange, FundOperation, LiquidationFill
@@ -19,30 +19,85 @@ from processor.domain.state import DrawdownPolicy, FundPolicy, FundRules, FundSt
 
 DEFAULT_DUPLICATE_WINDOW_MS = 7 * 24 * 3600 * 1000
 
-_SEPARATOR = "\x1f"
-_SEPARATOR_BYTE = b"\x1f"
-_COMPACT_AFTER = 1 << 16
+_SEPARATOR: Final = "\x1f"
+_SEPARATOR_BYTE: Final = b"\x1f"
+_COMPACT_AFTER: Final = 1 << 16
+# Timestamps are >= 0 (SPEC section 2): an empty expiry queue's head never expires, and any
+# timestamp goes after its tail.
+_NOTHING_AT_HEAD: Final = 1 << 63  # beyond the largest timestamp, 2**63 - 1
+_NOTHING_AT_TAIL: Final = -1
 
 #: Where a duplicate window keeps its fills (fill_id -> the packed fill): a dict by default; the
 #: streaming worker can put large windows on disk instead (``processor.stream.tables``).
 FillStore = MutableMapping[bytes, bytes]
 
 
-def pack_text(timestamp: str, fund: str, fields: Sequence[str], liquidation_id: str, symbol: str) -> bytes:
-    """A remembered fill (but its id) as one compact bytes object; ``fields`` are side, contract
-    type, contract size, bankruptcy price, fill price, quantity, unfilled quantity, fee and version,
-    as text.
+def pack_texts(
+    timestamp: str,
+    currency: str,
+    side: str,
+    contract_type: str,
+    contract_size: str,
+    bankruptcy_price: str,
+    fill_price: str,
+    quantity: str,
+    unfilled_quantity: str,
+    fee: str,
+    version: str,
+    liquidation_id: str,
+    symbol: str,
+) -> bytes:
+    """A remembered fill (but its id) as one compact bytes object, from its fields as text: a
+    decimal's text is any text ``Decimal`` reads back to it, exponent included.
 
     Every field but the last two is free of the separator (numbers, enums, fund ids); the two
     free-form strings go last, the first one's length in front, so any text survives.
     """
     return _SEPARATOR.join(
-        (timestamp, fund, *fields, str(len(liquidation_id)), liquidation_id + symbol)
+        (
+            timestamp,
+            currency,
+            side,
+            contract_type,
+            contract_size,
+            bankruptcy_price,
+            fill_price,
+            quantity,
+            unfilled_quantity,
+            fee,
+            version,
+            str(len(liquidation_id)),
+            liquidation_id + symbol,
+        )
     ).encode()
 
 
+def pack_text(timestamp: str, fund: str, fields: Sequence[str], liquidation_id: str, symbol: str) -> bytes:
+    """``pack_texts`` with side, contract type, contract size, bankruptcy price, fill price,
+    quantity, unfilled quantity, fee and version in one sequence (as a segment row holds them)."""
+    side, contract_type, size, bankruptcy, price, quantity, unfilled, fee, version = fields
+    return pack_texts(
+        timestamp,
+        fund,
+        side,
+        contract_type,
+        size,
+        bankruptcy,
+        price,
+        quantity,
+        unfilled,
+        fee,
+        version,
+        liquidation_id,
+        symbol,
+    )
+
+
 def pack_fill(fill: LiquidationFill) -> bytes:
-    fields = (
+    """A fill packed from its values (the decoder's fast path packs from the message's texts)."""
+    return pack_texts(
+        str(fill.timestamp),
+        fill.margin_currency,
         fill.side,
         fill.contract_type,
         str(fill.contract_size),
@@ -52,8 +107,9 @@ def pack_fill(fill: LiquidationFill) -> bytes:
         str(fill.unfilled_quantity),
         str(fill.fee),
         str(fill.version),
+        fill.liquidation_id,
+        fill.symbol,
     )
-    return pack_text(str(fill.timestamp), fill.margin_currency, fields, fill.liquidation_id, fill.symbol)
 
 
 def unpack_fill(fill_id: str, packed: bytes) -> LiquidationFill:
@@ -164,7 +220,8 @@ class DuplicateWindow:
     Memory is the window's cost (a week of a busy fund is millions of fills), so a fill is kept
     packed into one bytes object (``pack_fill``, ~120 B instead of ~500 B for a tuple of decimals)
     and unpacked only when its id comes again; expiry order is an array of timestamps and a list of
-    ids, consumed from a moving head.
+    ids, consumed from a moving head. The timestamps at the head and the tail are kept apart, so
+    remembering a fill in order compares two integers and appends to the two queues.
     """
 
     __slots__ = (
@@ -172,7 +229,9 @@ class DuplicateWindow:
         "_expiry_ids",
         "_expiry_timestamps",
         "_fills",
+        "_head_timestamp",
         "_late",
+        "_tail_timestamp",
         "newest_timestamp",
         "window_ms",
     )
@@ -180,10 +239,13 @@ class DuplicateWindow:
     def __init__(self, window_ms: int = DEFAULT_DUPLICATE_WINDOW_MS, fills: FillStore | None = None) -> None:
         self.window_ms = window_ms
         self._fills: FillStore = {} if fills is None else fills
-        # Fills in timestamp order as they usually arrive, from ``_expiry_head`` on.
+        # Fills in timestamp order as they usually arrive, from ``_expiry_head`` on, and the first
+        # and last of their timestamps (``_NOTHING_AT_HEAD`` and ``_NOTHING_AT_TAIL`` when none).
         self._expiry_timestamps = array("q")
         self._expiry_ids: list[bytes] = []
         self._expiry_head = 0
+        self._head_timestamp = _NOTHING_AT_HEAD
+        self._tail_timestamp = _NOTHING_AT_TAIL
         # Fills older than the last one queued above: a heap, so they are forgotten on time too.
         self._late: list[tuple[int, bytes]] = []
         self.newest_timestamp = -1
@@ -192,7 +254,8 @@ class DuplicateWindow:
         return len(self._fills)
 
     def __iter__(self) -> Iterator[Applied]:
-        return (unpack(fill_id.decode(), packed) for fill_id, packed in self._fills.items())
+        for fill_id, packed in self._fills.items():  # a loop: compiled, a generator expression is a list
+            yield unpack(fill_id.decode(), packed)
 
     def clear(self) -> None:
         """Forget every fill (the fund moved to another worker)."""
@@ -200,6 +263,8 @@ class DuplicateWindow:
         self._expiry_timestamps = array("q")
         self._expiry_ids = []
         self._expiry_head = 0
+        self._head_timestamp = _NOTHING_AT_HEAD
+        self._tail_timestamp = _NOTHING_AT_TAIL
         self._late.clear()
 
     def get(self, fill_id: str) -> Applied | None:
@@ -216,16 +281,18 @@ class DuplicateWindow:
         """Remember a fill already packed (restoring from the changelog packs without decimals)."""
         key = fill_id.encode()  # as bytes: 16 B less than a str, for every fill of the window
         self._fills[key] = packed
-        timestamps = self._expiry_timestamps
-        if len(timestamps) == self._expiry_head or timestamp >= timestamps[-1]:
-            timestamps.append(timestamp)
+        if timestamp >= self._tail_timestamp:
+            self._expiry_timestamps.append(timestamp)
             self._expiry_ids.append(key)
+            self._tail_timestamp = timestamp
+            if self._head_timestamp == _NOTHING_AT_HEAD:
+                self._head_timestamp = timestamp
         else:
             heappush(self._late, (timestamp, key))
         if timestamp > self.newest_timestamp:
             self.newest_timestamp = timestamp
             horizon = timestamp - self.window_ms
-            if timestamps[self._expiry_head] < horizon or (self._late and self._late[0][0] < horizon):
+            if self._head_timestamp < horizon or (self._late and self._late[0][0] < horizon):
                 self._forget_before(horizon)
 
     def _forget_before(self, horizon: int) -> None:
@@ -237,8 +304,13 @@ class DuplicateWindow:
         if head > _COMPACT_AFTER and 2 * head > end:
             del timestamps[:head]
             del ids[:head]
+            end -= head
             head = 0
         self._expiry_head = head
+        if head < end:
+            self._head_timestamp = timestamps[head]
+        else:
+            self._head_timestamp, self._tail_timestamp = _NOTHING_AT_HEAD, _NOTHING_AT_TAIL
         while late and late[0][0] < horizon:
             self._forget(heappop(late)[1], horizon)
 
@@ -284,8 +356,9 @@ class Ledger:
         """The currency of a fund id; ``None`` for a pool the rules do not define."""
         return self.rules.pools.currency_of(fund)
 
-    def fold(self, fill: LiquidationFill) -> Outcome:
-        """Fold a fill into its fund: its pool's, else its currency's."""
+    def fold(self, fill: LiquidationFill, packed: bytes | None = None) -> Outcome:
+        """Fold a fill into its fund: its pool's, else its currency's; ``packed`` is the fill as
+        ``pack_fill`` would pack it, when the decoder has it already."""
         route = self._route
         fund = (
             fill.margin_currency
@@ -311,7 +384,7 @@ class Ledger:
             if outcome.delta is not None:
                 entries.append(fill)
         if outcome.delta is not None:
-            window.remember(fill)
+            window.remember_packed(fill.fill_id, fill.timestamp, packed or pack_fill(fill))
         return outcome
 
     def operate(self, operation: FundOperation, currency: str) -> Outcome:

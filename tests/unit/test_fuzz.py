@@ -4,7 +4,9 @@ it accepts is a valid event by the input schema and its ``x-decimal`` rules."""
 from __future__ import annotations
 
 import json
+import random
 import re
+from collections import Counter
 from decimal import Decimal
 from typing import Any
 
@@ -16,6 +18,9 @@ from jsonschema import Draft202012Validator
 from processor import codec
 from processor.codec import FillDecoder, Rejection
 from processor.domain.events import LiquidationFill
+from processor.domain.ledger import unpack_fill
+from processor.simulate import fills as simulated_fills
+from testkit.hostile import hostile_messages
 from tests.conftest import load_schemas, scaled
 from tests.strategies import (
     DECIMAL_FIELDS,
@@ -288,3 +293,81 @@ def test_megabyte_strings(changes: dict[str, str], rejected_field: str | None) -
 def test_a_megabyte_of_garbage() -> None:
     decode_safely(bytes(range(256)) * 4096)
     decode_safely(b"{" + b'"a": 1, ' * 200_000 + b'"b": 2}')
+
+
+# --- a corpus at volume: the fast path against the reference path ----------------------------------
+
+#: Values a mutated field takes: every JSON type, the edges of the decimal and string rules, and
+#: spellings the fast path hands to the careful one (signs, exponents, numbers, long texts).
+MUTANTS: tuple[Any, ...] = (
+    None, True, False, 0, 1, -1, 0.0, 1.5, -0.0, 1e16, 2**63, -(2**63) - 1, "", " ", "0", "-0", "+1", "1.",
+    ".5", "0.0", "00", "007", "1e3", "1E-3", "-1", "1_000", "0x10", "NaN", "Infinity", "1e400",
+    "0.1234567890123456789", "0.123456789012345678", "1000000000000000", "1000000000000000.1",
+    "1000000000000001", "9" * 19, "1" * 40, "long", "short", "linear", "inverse", "LINEAR", "USDT", "usdt",
+    "U", "U" * 17, "x" * 129, "x" * 128, "\u00e9", "\ud800", "\x00", [], ["1"], {}, {"a": 1},
+    "liquidation_fill", "top_up", "withdrawal", 1700000000000, 1, 2,
+)  # fmt: skip
+CORPUS_SIZE = 100_000
+
+
+def mutated_documents(count: int, seed: int) -> list[bytes]:
+    """``count`` fills with one to three fields deleted, retyped or set to a mutant (seeded)."""
+    rng = random.Random(seed)
+    documents = [
+        {**document, "fill_id": f"m-{number}"}
+        for number, document in enumerate(simulated_fills(min(count, 2_000), seed))
+    ]
+    names = [*FIELD_NAMES, "type"]
+    out = []
+    for number in range(count):
+        document = dict(documents[number % len(documents)])
+        for _ in range(rng.randint(1, 3)):
+            name = rng.choice(names)
+            if rng.random() < 0.2:
+                document.pop(name, None)
+            else:
+                document[name] = rng.choice(MUTANTS)
+        out.append(json.dumps(document).encode())
+    return out
+
+
+def corpus(size: int) -> list[bytes | None]:
+    """At least ``size`` messages: the hostile stream's every bad kind among valid fills (respelled,
+    duplicated, conflicting), then single-field mutations of valid fills."""
+    hostile = [message.value for message in hostile_messages(size // 2, size // 3, seed=13, huge=0)]
+    return [*hostile, *mutated_documents(max(size - len(hostile), size // 5), seed=17)]
+
+
+def test_the_fast_path_agrees_with_the_reference_path_on_a_corpus() -> None:
+    """Over 100k generated messages (every invalid form of ``testkit.hostile``, and mutations of every
+    field into every JSON type and edge), the verdict of ``decode_packed`` (fast path first) equals
+    the reference path's, field by field, decimals by their text; and the bytes the fast path packs
+    for the duplicate window unpack to that very fill."""
+    messages = corpus(CORPUS_SIZE)
+    assert len(messages) >= CORPUS_SIZE
+    decoder = FillDecoder.from_schema_dir()  # warm caches across the corpus, as in a worker
+    verdicts: Counter[str] = Counter()
+    for raw in messages:
+        result, packed = decoder.decode_packed(raw)
+        try:
+            document = codec.loads(raw) if raw is not None else None
+        except ValueError:
+            document = None  # beyond orjson: only the careful path reads it
+        if type(document) is dict:
+            reference = decoder.from_document(document)
+            if isinstance(result, Rejection):
+                assert isinstance(reference, Rejection), (raw, result, reference)
+                assert reference.error == result.error, (raw, result, reference)
+            else:
+                assert reference == result, (raw, result, reference)
+                assert [str(value) for value in reference] == [str(value) for value in result], raw
+        else:  # no value, not an object, or beyond orjson: the careful path decided alone
+            assert packed is None, raw
+        if packed is not None:
+            assert isinstance(result, LiquidationFill)
+            unpacked = unpack_fill(result.fill_id, packed)
+            assert [str(value) for value in unpacked] == [str(value) for value in result], raw
+        verdicts[type(result).__name__ if not isinstance(result, Rejection) else result.error] += 1
+    # the corpus reaches every verdict, and the fast path took most valid fills
+    assert set(verdicts) >= {"LiquidationFill", "invalid_json", "invalid_event", "unsupported_version"}
+    assert verdicts["LiquidationFill"] > CORPUS_SIZE // 4, verdicts
