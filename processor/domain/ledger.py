@@ -7,7 +7,7 @@ same two pieces of state in changelog-backed tables and calls the same ``apply``
 from __future__ import annotations
 
 from array import array
-from collections.abc import Callable, Iterator, Mapping, MutableMapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, MutableMapping
 from decimal import Decimal
 from heapq import heappop, heappush
 from typing import Final, NamedTuple
@@ -70,27 +70,6 @@ def pack_texts(
             liquidation_id + symbol,
         )
     ).encode()
-
-
-def pack_text(timestamp: str, fund: str, fields: Sequence[str], liquidation_id: str, symbol: str) -> bytes:
-    """``pack_texts`` with side, contract type, contract size, bankruptcy price, fill price,
-    quantity, unfilled quantity, fee and version in one sequence (as a segment row holds them)."""
-    side, contract_type, size, bankruptcy, price, quantity, unfilled, fee, version = fields
-    return pack_texts(
-        timestamp,
-        fund,
-        side,
-        contract_type,
-        size,
-        bankruptcy,
-        price,
-        quantity,
-        unfilled,
-        fee,
-        version,
-        liquidation_id,
-        symbol,
-    )
 
 
 def pack_fill(fill: LiquidationFill) -> bytes:

@@ -18,7 +18,7 @@ from processor.codec import FundRecord
 from processor.domain.drawdown import PeakWindow
 from processor.domain.events import LiquidationFill
 from processor.domain.fold import Applied
-from processor.domain.ledger import Ledger, Mark, pack_text
+from processor.domain.ledger import Ledger, Mark, pack_texts
 from processor.domain.state import FundState
 
 SEGMENT_SEPARATOR = b"/"
@@ -227,7 +227,11 @@ class Restoring:
             else:
                 timestamp = row[11]
                 currency = codec.row_currency(row, name)
-                packed = pack_text(str(timestamp), currency, (*row[3:11], ACCEPTED_VERSION), row[1], row[2])
+                side, kind, size, bankruptcy, price, quantity, unfilled, fee = row[3:11]
+                packed = pack_texts(
+                    str(timestamp), currency, side, kind, size, bankruptcy, price, quantity, unfilled, fee,
+                    ACCEPTED_VERSION, row[1], row[2],
+                )  # fmt: skip
                 remember(row[0], timestamp, packed)
             newest = max(newest, timestamp)
             if drawdown is not None:

@@ -8,7 +8,7 @@ from typing import Any
 from hypothesis import given
 from hypothesis import strategies as st
 
-from processor.domain.ledger import DuplicateWindow, pack_fill, pack_text, unpack_fill
+from processor.domain.ledger import DuplicateWindow, pack_fill, pack_texts, unpack_fill
 from tests.strategies import BASE_TIMESTAMP, fill_sequences, make_fill
 
 T = BASE_TIMESTAMP
@@ -25,11 +25,22 @@ def test_a_packed_fill_unpacks_equal_whatever_its_text(
     assert [str(value) for value in unpacked] == [str(value) for value in fill]  # exponents kept
 
 
-def test_pack_text_is_what_restoring_from_segment_rows_builds() -> None:
+def test_pack_texts_is_what_restoring_from_segment_rows_builds() -> None:
     fill = make_fill(contract_size=Decimal("0.010"), fee=Decimal("1E-8"))
     fields = ("long", "linear", "0.010", "28000", "28200", "1", "0", "1E-8", "1")
-    packed = pack_text(str(fill.timestamp), "USDT", fields, fill.liquidation_id, fill.symbol)
+    packed = pack_texts(str(fill.timestamp), "USDT", *fields, fill.liquidation_id, fill.symbol)
     assert packed == pack_fill(fill)
+
+
+def test_texts_as_the_message_spelled_them_unpack_to_the_same_fill() -> None:
+    """The decoder packs the texts it accepted ("007", ".5", "28200.10"), not ``str`` of the values."""
+    fill = make_fill(
+        contract_size=Decimal("007"), fill_price=Decimal(".5"), bankruptcy_price=Decimal("28200.10")
+    )
+    fields = ("long", "linear", "007", "28200.10", ".5", "1", "0", "0.5", "1")
+    packed = pack_texts(str(fill.timestamp), "USDT", *fields, fill.liquidation_id, fill.symbol)
+    unpacked = unpack_fill(fill.fill_id, packed)
+    assert [str(value) for value in unpacked] == [str(value) for value in fill]
 
 
 def test_a_window_forgets_exactly_past_its_horizon_and_compacts_its_expiry_queue() -> None:
