@@ -18,6 +18,8 @@ _new: Final = tuple.__new__
 
 SOURCE_HEADER = "insurance-fund-source"
 SOURCE_KEY_HEADER = "insurance-fund-source-key"
+#: Beside a key cut to the dead-letter limit: "<length>:<sha256 hex>" of the whole key
+SOURCE_KEY_SUMMARY_HEADER = "insurance-fund-source-key-summary"
 Headers = Sequence[tuple[str, bytes]]
 
 
@@ -177,6 +179,9 @@ class Pipeline:
         short_key = codec.dead_letter_key(key)
         if short_key is not None:
             origin.append((SOURCE_KEY_HEADER, short_key))
+        if key is not None and short_key is not key:  # cut: the dead letter still names the whole key
+            length, digest = codec.key_summary(key)
+            origin.append((SOURCE_KEY_SUMMARY_HEADER, f"{length}:{digest}".encode()))
         # an event near the broker's size limit would not fit with the headers: forward it compact
         small = value is not None and len(value) <= codec.DEAD_LETTER_VALUE_LIMIT
         forwarded = value if small else compact(event)
@@ -194,9 +199,12 @@ class Pipeline:
         fund: str | None = None,
         symbol: str | None = None,
     ) -> Emitted:
+        summary = None
         if topic != self.routed_topic:  # origin headers are ours, on the re-partition topic only
-            topic, partition, offset, key = _origin(headers, topic, partition, offset, key)
-        letter = codec.encode_rejection(rejection, value, key, topic, partition, offset, self.clock_ms())
+            topic, partition, offset, key, summary = _origin(headers, topic, partition, offset, key)
+        letter = codec.encode_rejection(
+            rejection, value, key, topic, partition, offset, self.clock_ms(), summary
+        )
         return Emitted(
             fund,
             symbol,
@@ -208,16 +216,28 @@ class Pipeline:
 
 def _origin(
     headers: Headers, topic: str, partition: int | None, offset: int, key: bytes | None
-) -> tuple[str, int | None, int, bytes | None]:
-    """Where a forwarded fill was first read (topic, partition, offset, key), from its headers; the
-    coordinates it was read at when it carries none (or unreadable ones)."""
+) -> tuple[str, int | None, int, bytes | None, tuple[int, str] | None]:
+    """Where a forwarded fill was first read (topic, partition, offset, key, and the whole key's
+    length and SHA-256 when the key was cut), from its headers; the coordinates it was read at when
+    it carries none (or unreadable ones)."""
     source = next((value for name, value in headers if name == SOURCE_HEADER), None)
     if source is None:
-        return topic, partition, offset, key
+        return topic, partition, offset, key, None
     try:
         source_topic, source_partition, source_offset = source.decode().rsplit(":", 2)
         origin = (source_topic, int(source_partition), int(source_offset))
     except (AttributeError, UnicodeDecodeError, ValueError):
-        return topic, partition, offset, key
+        return topic, partition, offset, key, None
     source_key = next((value for name, value in headers if name == SOURCE_KEY_HEADER), None)
-    return (*origin, source_key)
+    summary = next((value for name, value in headers if name == SOURCE_KEY_SUMMARY_HEADER), None)
+    return (*origin, source_key, _summary(summary))
+
+
+def _summary(header: bytes | None) -> tuple[int, str] | None:
+    """A key summary header's length and digest; ``None`` when absent or unreadable."""
+    if header is None:
+        return None
+    length, _, digest = header.partition(b":")
+    if not length.isdigit() or len(digest) != 64 or not all(c in b"0123456789abcdef" for c in digest):
+        return None
+    return int(length), digest.decode()

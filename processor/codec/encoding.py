@@ -35,6 +35,9 @@ class DeadLetter(NamedTuple):
     value: bytes | None
     key: bytes | None
     timestamp: int
+    #: The length and SHA-256 of the whole key when ``key`` is only its first bytes (a forwarded
+    #: fill's key, cut to ``DEAD_LETTER_KEY_LIMIT`` in its header)
+    key_summary: tuple[int, str] | None = None
 
 
 def amount_text(value: Decimal) -> str:
@@ -258,9 +261,13 @@ def encode_rejection(
     partition: int | None,
     offset: int,
     timestamp: int,
+    summary: tuple[int, str] | None = None,
 ) -> bytes:
-    """The dead letter of a rejected message read at ``topic``/``partition``/``offset``."""
-    letter = DeadLetter(rejection.error, rejection.detail, topic, partition, offset, value, key, timestamp)
+    """The dead letter of a rejected message read at ``topic``/``partition``/``offset``; ``summary``
+    is the whole key's length and SHA-256 when ``key`` is only its first bytes."""
+    letter = DeadLetter(
+        rejection.error, rejection.detail, topic, partition, offset, value, key, timestamp, summary
+    )
     return encode_dead_letter(letter)
 
 
@@ -302,9 +309,11 @@ def dead_letter_document(letter: DeadLetter) -> dict[str, Any]:
         document["value_sha256"] = hashlib.sha256(raw).hexdigest()
     key = letter.key
     document["key"] = _key_text(key)
-    if key is not None and len(key) > DEAD_LETTER_KEY_LIMIT:
-        document["key_length"] = len(key)
-        document["key_sha256"] = hashlib.sha256(key).hexdigest()
+    summary = letter.key_summary
+    if summary is None and key is not None and len(key) > DEAD_LETTER_KEY_LIMIT:
+        summary = key_summary(key)
+    if summary is not None:
+        document["key_length"], document["key_sha256"] = summary
     document["timestamp"] = letter.timestamp
     document["version"] = OUTPUT_VERSION
     return document
@@ -327,6 +336,11 @@ def _key_text(key: bytes | None) -> str | None:
         return None
     text = _utf8_prefix(key, DEAD_LETTER_KEY_LIMIT)
     return text if text is not None else base64.b64encode(key[:DEAD_LETTER_KEY_LIMIT]).decode("ascii")
+
+
+def key_summary(key: bytes) -> tuple[int, str]:
+    """The length and SHA-256 (hex) of a key: what a dead letter keeps of one over the limit."""
+    return len(key), hashlib.sha256(key).hexdigest()
 
 
 def dead_letter_key(key: bytes | None) -> bytes | None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import hashlib
 import json
 from decimal import Decimal
 
@@ -13,7 +14,7 @@ from processor.codec import FillDecoder
 from processor.domain.fold import exact_arithmetic
 from processor.domain.ledger import Ledger
 from processor.domain.state import FundRules
-from processor.pipeline import SOURCE_HEADER, SOURCE_KEY_HEADER, Emitted, Pipeline
+from processor.pipeline import SOURCE_HEADER, SOURCE_KEY_HEADER, SOURCE_KEY_SUMMARY_HEADER, Emitted, Pipeline
 from tests.strategies import DELETE, seed_bytes
 
 CLOCK_MS = 1_700_000_999_000
@@ -246,6 +247,53 @@ def test_forwarded_key_header_is_cut_to_the_dead_letter_key_limit(routed: Pipeli
     emitted = routed.process(seed_bytes(), long_key, INPUT, 0, 7)
     assert emitted.headers is not None
     assert dict(emitted.headers)[SOURCE_KEY_HEADER] == long_key[: codec.DEAD_LETTER_KEY_LIMIT]
+
+
+def test_a_forwarded_fill_whose_key_is_cut_carries_the_whole_keys_summary(routed: Pipeline) -> None:
+    long_key = b"k" * (codec.DEAD_LETTER_KEY_LIMIT + 1)
+    emitted = routed.process(seed_bytes(), long_key, INPUT, 0, 7)
+    assert emitted.headers is not None
+    summary = f"{len(long_key)}:{hashlib.sha256(long_key).hexdigest()}".encode()
+    assert dict(emitted.headers)[SOURCE_KEY_SUMMARY_HEADER] == summary
+    short = routed.process(seed_bytes(fill_id="short-key"), b"k" * codec.DEAD_LETTER_KEY_LIMIT, INPUT, 0, 8)
+    assert short.headers is not None
+    assert SOURCE_KEY_SUMMARY_HEADER not in dict(short.headers)
+
+
+def test_the_dead_letter_of_a_forwarded_fill_names_its_whole_long_key(routed: Pipeline) -> None:
+    """Cut to 1 KiB in its header, the key's length and SHA-256 still reach the dead letter, as for a
+    message dead-lettered where the producer put it."""
+    routed.process(seed_bytes(), b"USDT", INPUT, HOMES["USDT"], 3)
+    long_key = bytes(range(256)) * 8  # 2 KiB, not UTF-8
+    forwarded = routed.process(seed_bytes(fill_price="28300"), long_key, INPUT, 0, 41)  # a conflict
+    assert forwarded.forward is not None and forwarded.headers is not None
+    emitted = routed.process(forwarded.forward, b"USDT", REPARTITION, forwarded.home, 9, forwarded.headers)
+    assert emitted.error == codec.CONFLICTING_DUPLICATE and emitted.dead_letter is not None
+    letter = json.loads(emitted.dead_letter)
+    assert letter["key_length"] == len(long_key)
+    assert letter["key_sha256"] == hashlib.sha256(long_key).hexdigest()
+    assert base64.b64decode(letter["key"]) == long_key[: codec.DEAD_LETTER_KEY_LIMIT]
+    direct = routed.process(b"oops", long_key, INPUT, 0, 42)  # dead-lettered where it was read
+    assert direct.dead_letter is not None
+    read_there = json.loads(direct.dead_letter)
+    assert (read_there["key_length"], read_there["key_sha256"]) == (
+        letter["key_length"],
+        letter["key_sha256"],
+    )
+
+
+@pytest.mark.parametrize("header", [b"12", b"x:" + b"0" * 64, b"2048:" + b"g" * 64, b"2048:abc", b""])
+def test_an_unreadable_key_summary_is_left_out(routed: Pipeline, header: bytes) -> None:
+    headers = [
+        (SOURCE_HEADER, b"liquidation-fills:0:5"),
+        (SOURCE_KEY_HEADER, b"k"),
+        (SOURCE_KEY_SUMMARY_HEADER, header),
+    ]
+    emitted = routed.process(b"oops", b"USDT", REPARTITION, 1, 9, headers)
+    assert emitted.dead_letter is not None
+    letter = json.loads(emitted.dead_letter)
+    assert "key_length" not in letter and "key_sha256" not in letter
+    assert letter["key"] == "k"
 
 
 def test_a_large_fill_is_forwarded_compact(routed: Pipeline, decoder: FillDecoder) -> None:
