@@ -27,6 +27,7 @@ from typing import Any, NoReturn
 from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener, TopicPartition
 from aiokafka.coordinator.assignors.range import RangePartitionAssignor
 
+from processor import native
 from processor.codec import FillDecoder
 from processor.config import ConfigError, Settings
 from processor.domain.fold import exact_arithmetic
@@ -155,6 +156,7 @@ class Worker:
                 f"WEB_PORT: cannot listen on {settings.web_host}:{settings.web_port}"
                 f" ({error.strerror or error}); is another worker using it?"
             ) from None
+        log.info("%s", native.describe())
         try:
             self.reason = f"waiting for the broker at {settings.bootstrap_servers}"
             await wait_for_broker(settings, self._waiting_for_broker)
