@@ -67,8 +67,48 @@ def _exact(value: Decimal, policy: FundPolicy) -> str:
 
 
 def delta_document(delta: FundDelta) -> dict[str, Any]:
-    """The delta as its JSON object; the hot path, so ``str`` is called inline (it is several times
-    faster than ``format``) and only a text in exponent notation is rewritten."""
+    """The delta as its JSON object (SPEC section 4): the reference ``encode_delta`` writes faster."""
+    return {
+        "delta_id": delta.fill_id,
+        "fund": delta.fund,
+        "margin_currency": delta.margin_currency,
+        "symbol": delta.symbol,
+        "liquidation_id": delta.liquidation_id,
+        "fill_id": delta.fill_id,
+        "type": delta.type,
+        "gross_pnl": amount_text(delta.gross_pnl),
+        "fee": amount_text(delta.fee),
+        "net": amount_text(delta.net),
+        "amount": amount_text(delta.amount),
+        "shortfall": amount_text(delta.shortfall),
+        "balance_before": amount_text(delta.balance_before),
+        "balance_after": amount_text(delta.balance_after),
+        "sequence": delta.sequence,
+        "timestamp": delta.timestamp,
+        "version": OUTPUT_VERSION,
+    }
+
+
+#: Funds, currencies and symbols as JSON strings, quoted and escaped once (symbols are free text).
+_QUOTED: dict[str, str] = {}
+_QUOTED_LIMIT: Final = 1 << 12
+
+
+def _quoted(text: str) -> str:
+    quoted = _QUOTED.get(text)
+    if quoted is None:
+        if len(_QUOTED) >= _QUOTED_LIMIT:
+            _QUOTED.clear()
+        quoted = _QUOTED[text] = orjson.dumps(text).decode()
+    return quoted
+
+
+def encode_delta(delta: FundDelta) -> bytes:
+    """``orjson.dumps(delta_document(delta))``, byte for byte, written as text: the hot path.
+
+    Strings go through orjson (its quoting and escaping), decimals are their ``str`` (several times
+    faster than ``format``; only a text in exponent notation is rewritten), integers their digits.
+    """
     (
         fund,
         margin_currency,
@@ -103,25 +143,15 @@ def delta_document(delta: FundDelta) -> dict[str, Any]:
         before_text = _fixed(balance_before, before_text)
     if "E" in after_text:
         after_text = _fixed(balance_after, after_text)
-    return {
-        "delta_id": fill_id,
-        "fund": fund,
-        "margin_currency": margin_currency,
-        "symbol": symbol,
-        "liquidation_id": liquidation_id,
-        "fill_id": fill_id,
-        "type": delta_type,
-        "gross_pnl": gross_text,
-        "fee": fee_text,
-        "net": net_text,
-        "amount": paid_text,
-        "shortfall": shortfall_text,
-        "balance_before": before_text,
-        "balance_after": after_text,
-        "sequence": sequence,
-        "timestamp": timestamp,
-        "version": OUTPUT_VERSION,
-    }
+    key = orjson.dumps(fill_id).decode()
+    return (
+        f'{{"delta_id":{key},"fund":{_quoted(fund)},"margin_currency":{_quoted(margin_currency)},'
+        f'"symbol":{_quoted(symbol)},"liquidation_id":{orjson.dumps(liquidation_id).decode()},'
+        f'"fill_id":{key},"type":"{delta_type}","gross_pnl":"{gross_text}","fee":"{fee_text}",'
+        f'"net":"{net_text}","amount":"{paid_text}","shortfall":"{shortfall_text}",'
+        f'"balance_before":"{before_text}","balance_after":"{after_text}","sequence":{sequence},'
+        f'"timestamp":{timestamp},"version":{OUTPUT_VERSION}}}'
+    ).encode()
 
 
 def encode_fill(fill: LiquidationFill) -> bytes:
@@ -162,10 +192,6 @@ def encode_operation(operation: FundOperation) -> bytes:
     document["timestamp"] = operation.timestamp
     document["version"] = operation.version
     return orjson.dumps(document)
-
-
-def encode_delta(delta: FundDelta) -> bytes:
-    return orjson.dumps(delta_document(delta))
 
 
 def operation_delta_document(delta: OperationDelta) -> dict[str, Any]:

@@ -10,6 +10,7 @@ import re
 from decimal import Decimal
 from typing import Any
 
+import orjson
 import pytest
 from hypothesis import given
 
@@ -19,6 +20,7 @@ from processor.domain.events import LiquidationFill
 from processor.domain.fold import apply
 from processor.domain.ledger import Ledger
 from processor.domain.state import FundRules, FundState
+from processor.simulate import fills as simulated_fills
 from tests.conftest import EXAMPLES_DIR
 from tests.strategies import BASE_TIMESTAMP, DELETE, FillEvent, fill_events, make_fill, seed_bytes
 from tests.unit.codec.support import DECODER, STATE_KEYS, accepted, example
@@ -426,3 +428,35 @@ def test_encode_fill_drops_unknown_fields() -> None:
     raw = seed_bytes(padding="x" * 1_000_000)
     fill = accepted(DECODER, raw)
     assert len(codec.encode_fill(fill)) < 400
+
+
+# --- the delta writer against its reference document ----------------------------------------------
+
+AWKWARD_TEXTS = ['"', "\\", "\x00", "\x1f", "\x7f", "é", "\u2028", "emoji \U0001f600", 'a"b\\c\nd', "x" * 100]
+
+
+def test_the_delta_writer_writes_the_reference_document_for_every_kind_of_fill() -> None:
+    """``encode_delta`` writes text, not a dictionary: it must equal ``orjson.dumps`` of
+    ``delta_document`` byte for byte, for ids and symbols that need escaping, every contract type,
+    surpluses, losses, zero and tiny amounts, other precisions and pools of the fund."""
+    rules = FundRules(precision={"BTC": 10, "ETH": 2}, initial_balance={"USDT": D("1000")})
+    ledger = Ledger(rules)
+    deltas = []
+    for number, simulated in enumerate(simulated_fills(20_000, 5)):
+        text = AWKWARD_TEXTS[number % len(AWKWARD_TEXTS)]
+        document = dict(simulated)
+        if number % 3 == 0:
+            document.update(fill_id=f"{text}{number}", liquidation_id=text, symbol=f"{text[:50]}USDT")
+        decoded = DECODER.decode(orjson.dumps(document))
+        assert isinstance(decoded, LiquidationFill), decoded
+        outcome = ledger.fold(decoded)
+        if outcome.delta is not None:
+            deltas.append(outcome.delta)
+    for fill_fee, price in [("0", "28000"), ("0.000000001", "28000.000000001"), ("5E-9", "27999.99999999")]:
+        outcome = ledger.fold(make_fill(fill_id=f"tiny-{fill_fee}", fee=D(fill_fee), fill_price=D(price)))
+        assert outcome.delta is not None
+        deltas.append(outcome.delta)
+    assert len(deltas) > 19_000
+    assert {delta.type for delta in deltas} == {"liquidation_surplus", "bankruptcy_loss"}
+    for delta in deltas:
+        assert codec.encode_delta(delta) == orjson.dumps(codec.delta_document(delta)), delta
