@@ -3,34 +3,22 @@ whether each fund lives on one partition or its fills are spread over several.""
 
 from __future__ import annotations
 
-import asyncio
 import logging
 from pathlib import Path
-from typing import Any
 
 import orjson
 import pytest
 
-from processor.cli import main
 from testkit.broker import create_topics, produce, read_all, unique
 from testkit.reference import FileReplay, by_fund, keyed_by_currency
 from testkit.worker import WorkerConfig
 from tests.golden.regenerate import GOLDEN, rules_of, settings_of
+from tests.integration.test_replay_audit import cli, run
 from tests.integration.test_worker import golden_messages
 from tests.strategies import BASE_TIMESTAMP, seed_bytes
 
 OUTPUTS = ("state.json", "deltas.jsonl", "adl.jsonl", "dlq.jsonl", "adl_states.jsonl")
 REPLAY_STARTED_MS = 1_700_000_999_000
-
-
-def run(coroutine: Any) -> Any:
-    return asyncio.run(coroutine)
-
-
-def cli(config: WorkerConfig, *args: str, monkeypatch: pytest.MonkeyPatch) -> int:
-    for name, value in config.env(0, "cli").items():
-        monkeypatch.setenv(name, value)
-    return main(list(args))
 
 
 def keyed_by_symbol(messages: list[bytes]) -> list[tuple[bytes | None, bytes | None]]:
@@ -52,6 +40,17 @@ def replay(config: WorkerConfig, out: Path, *extra: str, monkeypatch: pytest.Mon
     ]
     topic = config.input_topic
     return cli(config, "replay", "--topic", topic, "--quiet", *files, *extra, monkeypatch=monkeypatch)
+
+
+def audits(
+    config: WorkerConfig, topic: str, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> list[tuple[int, str]]:
+    """``audit --deltas-topic topic`` with ``--jobs 1`` and ``--jobs 2``: exit code and output of each."""
+    verdicts = []
+    for jobs in ("1", "2"):
+        code = cli(config, "audit", "--deltas-topic", topic, "--jobs", jobs, monkeypatch=monkeypatch)
+        verdicts.append((code, capsys.readouterr().out))
+    return verdicts
 
 
 @pytest.mark.parametrize(
@@ -156,12 +155,7 @@ def test_parallel_replay_publishes_and_audits_like_one_process(
     assert by_fund([value for _, value, _ in published]) == by_fund(written)
     assert all(key == orjson.loads(value)["fund"].encode() for key, value, _ in published)
 
-    verdicts = []
-    for jobs in ("1", "2"):
-        code = cli(
-            worker_config, "audit", "--deltas-topic", ledger_topic, "--jobs", jobs, monkeypatch=monkeypatch
-        )
-        verdicts.append((code, capsys.readouterr().out))
+    verdicts = audits(worker_config, ledger_topic, capsys, monkeypatch)
     assert verdicts[0] == verdicts[1]
     assert verdicts[0][0] == 0 and "PASS" in verdicts[0][1]
 
@@ -174,12 +168,7 @@ def test_parallel_replay_publishes_and_audits_like_one_process(
         altered.append((key, orjson.dumps(delta)))
     run(create_topics(worker_config.bootstrap, [tampered], partitions=3))
     run(produce(worker_config.bootstrap, tampered, altered))
-    verdicts = []
-    for jobs in ("1", "2"):
-        code = cli(
-            worker_config, "audit", "--deltas-topic", tampered, "--jobs", jobs, monkeypatch=monkeypatch
-        )
-        verdicts.append((code, capsys.readouterr().out))
+    verdicts = audits(worker_config, tampered, capsys, monkeypatch)
     assert verdicts[0] == verdicts[1]
     assert verdicts[0][0] == 3
     assert verdicts[0][1].splitlines()[-1].startswith("FAIL: fund USDT sequence 42:")

@@ -26,6 +26,7 @@ from processor.replay import OutputFiles, read_lines, replay_lines
 from tests.conftest import scaled
 from tests.golden.regenerate import FIXED_CLOCK_MS, GOLDEN, settings_of
 from tests.strategies import FillEvent, drawdown_streams, fill_sequences
+from tests.unit.codec.support import STATE_KEYS
 from tests.unit.domain.test_properties import as_values, reference_fold
 
 D = Decimal
@@ -34,19 +35,7 @@ DECODER = FillDecoder.from_schema_dir()
 QUANTUM = D("1e-8")
 #: Wider than any generated stream, so the duplicate window never forgets within a test.
 NEVER_FORGET_MS = 10**12
-V1_STATE_KEYS = {
-    "fund",
-    "balance",
-    "total_surplus",
-    "total_paid",
-    "total_shortfall",
-    "fills",
-    "duplicates",
-    "adl_triggers",
-    "sequence",
-    "last_timestamp",
-    "by_symbol",
-}
+V1_STATE_KEYS = set(STATE_KEYS)  # a fund's state without SPEC sections 8 and 9
 Event = LiquidationFill | FundOperation
 
 

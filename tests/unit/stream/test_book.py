@@ -8,27 +8,23 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from decimal import Decimal
+from functools import partial
 from typing import Any
 
-import attrs
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from processor import codec
 from processor.domain.events import LiquidationFill, OperationDelta
 from processor.domain.fold import Applied, Outcome
-from processor.domain.ledger import DEFAULT_DUPLICATE_WINDOW_MS, Ledger
+from processor.domain.ledger import Ledger
 from processor.domain.pools import FundPools, Pool
 from processor.domain.state import FundRules
 from processor.stream.book import (
-    FUNDS,
     OPERATION_WEIGHT,
-    SEEN,
     SEGMENT_BYTES,
     SEGMENT_FILLS,
     TAIL_KEY,
-    FundBook,
-    Write,
 )
 from tests.conftest import scaled
 from tests.strategies import (
@@ -39,10 +35,11 @@ from tests.strategies import (
     make_operation,
     mixed_sequences,
 )
+from tests.unit.stream.changelog import SOURCE
+from tests.unit.stream.changelog import Tables as ChangelogTables
 
 D = Decimal
 T = BASE_TIMESTAMP
-SOURCE = "liquidation-fills:0"
 RULES = FundRules(
     precision={"BTC": 10},
     floor={"USDC": D("100")},
@@ -64,57 +61,7 @@ def home(fund: str) -> int:
     return HOMES[POOL_RULES.pools.currency_of(fund) or fund]
 
 
-@attrs.define
-class Tables:
-    """The two tables of both partitions, committed writes only."""
-
-    window_ms: int = DEFAULT_DUPLICATE_WINDOW_MS
-    rules: FundRules = RULES
-    funds: dict[int, dict[bytes, bytes]] = attrs.field(factory=lambda: {0: {}, 1: {}})
-    seen: dict[int, dict[bytes, bytes]] = attrs.field(factory=lambda: {0: {}, 1: {}})
-    writes: int = 0
-
-    def start(self, partitions: tuple[int, ...] = (0, 1)) -> FundBook:
-        book = FundBook(Ledger(self.rules, self.window_ms), home)
-        for partition in partitions:
-            restoring = book.restoring(partition)
-            for key in sorted(self.seen[partition]):  # segments in sequence order, as written
-                restoring.record(SEEN, key, self.seen[partition][key])
-            for key, value in self.funds[partition].items():
-                restoring.record(FUNDS, key, value)
-            restoring.finish()
-        return book
-
-    def commit(self, partition: int, writes: list[Write]) -> None:
-        for table, key, value in writes:
-            target = (self.funds if table == FUNDS else self.seen)[partition]
-            self.writes += 1
-            if value is None:
-                target.pop(key, None)
-            else:
-                target[key] = value
-
-    def flush(self, book: FundBook, offset: int = 0) -> int:
-        count = 0
-        for partition in (0, 1):
-            writes, states = book.flush(partition, {SOURCE: offset})
-            assert [state.fund for state in states] == [
-                key.decode() for table, key, _ in writes if table == FUNDS
-            ]
-            self.commit(partition, writes)
-            count += len(writes)
-        return count
-
-    def record(self, fund: str) -> codec.FundRecord:
-        return codec.decode_fund_record(self.funds[home(fund)][fund.encode()])
-
-    def segments(self, fund: str) -> dict[bytes, list[str]]:
-        prefix = fund.encode() + b"/"
-        return {
-            key: [event[0] for event in codec.decode_fill_segment(fund, value)]
-            for key, value in sorted(self.seen[home(fund)].items())
-            if key.startswith(prefix)
-        }
+Tables = partial(ChangelogTables, home=home, rules=RULES)
 
 
 def published(

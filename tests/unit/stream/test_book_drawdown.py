@@ -9,10 +9,10 @@ and a book can restore from either.
 from __future__ import annotations
 
 from decimal import Decimal
+from functools import partial
 from typing import Any
 from unittest import mock
 
-import attrs
 import orjson
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -24,15 +24,15 @@ from processor.domain.ledger import DEFAULT_DUPLICATE_WINDOW_MS, Ledger
 from processor.domain.pools import FundPools, Pool
 from processor.domain.state import DrawdownPolicy, FundRules
 from processor.stream import book as book_module
-from processor.stream.book import FUNDS, SEEN, FundBook, Write
+from processor.stream.book import FundBook
 from tests.conftest import scaled
 from tests.strategies import BASE_TIMESTAMP, make_fill
 from tests.unit.domain.test_drawdown_properties import Event, scenarios
+from tests.unit.stream.changelog import Tables as ChangelogTables
 
 D = Decimal
 T = BASE_TIMESTAMP
 HOUR = 3_600_000
-SOURCE = "liquidation-fills:0"
 POLICY = DrawdownPolicy(D("0.3"), D("0.25"), HOUR)
 RULES = FundRules(initial_balance={"USDT": D("1000"), "USDC": D("500")}, default_drawdown=POLICY)
 HOMES = {"USDT": 0, "USDC": 1}
@@ -43,50 +43,7 @@ def home(fund: str) -> int:
     return HOMES[fund.split("-", maxsplit=1)[0]]
 
 
-@attrs.define
-class Tables:
-    """Both tables of both partitions: committed writes only, compacted and as a log."""
-
-    rules: FundRules = RULES
-    window_ms: int = DEFAULT_DUPLICATE_WINDOW_MS
-    funds: dict[int, dict[bytes, bytes]] = attrs.field(factory=lambda: {0: {}, 1: {}})
-    seen: dict[int, dict[bytes, bytes]] = attrs.field(factory=lambda: {0: {}, 1: {}})
-    log: dict[int, list[Write]] = attrs.field(factory=lambda: {0: [], 1: []})
-
-    def start(self, compacted: bool = True) -> FundBook:
-        """A new book (worker) restored from the tables: the compacted records, or every write."""
-        book = FundBook(Ledger(self.rules, self.window_ms), home)
-        for partition in (0, 1):
-            restoring = book.restoring(partition)
-            if compacted:
-                for key in sorted(self.seen[partition]):
-                    restoring.record(SEEN, key, self.seen[partition][key])
-                for key, value in self.funds[partition].items():
-                    restoring.record(FUNDS, key, value)
-            else:
-                for table in (SEEN, FUNDS):
-                    for written, key, logged in self.log[partition]:
-                        if written == table:
-                            restoring.record(table, key, logged)
-            restoring.finish()
-        return book
-
-    def flush(self, book: FundBook, offset: int = 0) -> None:
-        for partition in (0, 1):
-            writes, _ = book.flush(partition, {SOURCE: offset})
-            self.log[partition] += writes
-            for table, key, value in writes:
-                target = (self.funds if table == FUNDS else self.seen)[partition]
-                if value is not None:
-                    target[key] = value
-                else:
-                    target.pop(key, None)
-
-    def segment_keys(self, fund: str) -> list[bytes]:
-        return sorted(key for key in self.seen[home(fund)] if key.startswith(fund.encode() + b"/"))
-
-    def rows(self, fund: str) -> list[Any]:
-        return [row for key in self.segment_keys(fund) for row in orjson.loads(self.seen[home(fund)][key])]
+Tables = partial(ChangelogTables, home=home, rules=RULES)
 
 
 def fold(ledger: Ledger, event: Event) -> Outcome:
@@ -169,7 +126,7 @@ def test_a_restored_book_continues_the_window_and_the_state() -> None:
     for event in events:
         assert published(book.ledger, fold(book.ledger, event)) == published(ledger, fold(ledger, event))
     tables.flush(book)
-    restored = [tables.start(compacted) for compacted in (True, False)]
+    restored = [tables.start(compacted=compacted) for compacted in (True, False)]
     for book in restored:
         assert book.ledger.funds == ledger.funds
         assert book.ledger.funds["USDT"].clock == T + 120_000
@@ -296,7 +253,7 @@ def test_a_prefix_flushed_and_restored_then_the_rest_equals_one_run(
     scenario: tuple[FundRules, list[Event]], window_ms: int, data: st.DataObject
 ) -> None:
     rules, events = scenario
-    tables = Tables(rules, window_ms)
+    tables = Tables(rules=rules, window_ms=window_ms)
     cut = data.draw(st.integers(0, len(events)), label="prefix")
     outputs = commit_in_batches(tables, tables.start(), events[:cut], data)
     restored = tables.start(compacted=data.draw(st.booleans(), label="compacted"))
@@ -329,7 +286,7 @@ def check_interrupted_run(
     scenario: tuple[FundRules, list[Event]], window_ms: int, data: st.DataObject
 ) -> None:
     rules, events = scenario
-    tables = Tables(rules, window_ms)
+    tables = Tables(rules=rules, window_ms=window_ms)
     book = tables.start()
     reference = Ledger(rules, window_ms)  # folds each batch once it is committed
     outputs: list[Any] = []
@@ -341,7 +298,7 @@ def check_interrupted_run(
         action = data.draw(st.sampled_from(actions))
         if action == "crash":
             crashes += 1
-            book = tables.start(data.draw(st.booleans(), label="compacted"))
+            book = tables.start(compacted=data.draw(st.booleans(), label="compacted"))
             assert_same_windows(book.ledger, reference)
             continue
         tables.flush(book, end - 1)
@@ -350,9 +307,9 @@ def check_interrupted_run(
         outputs += batch
         position = end
         if action == "restart":
-            book = tables.start(data.draw(st.booleans(), label="compacted"))
+            book = tables.start(compacted=data.draw(st.booleans(), label="compacted"))
             assert_same_windows(book.ledger, reference)
     expected, ledger = uninterrupted(tables, events)
     assert outputs == expected
     for compacted in (True, False):
-        assert_same_windows(tables.start(compacted).ledger, ledger)
+        assert_same_windows(tables.start(compacted=compacted).ledger, ledger)
