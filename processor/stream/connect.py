@@ -29,17 +29,13 @@ from aiokafka.errors import (
 )
 
 from processor.config import Settings
-from processor.stream.kafka import client_options
+from processor.stream.kafka import BrokerError, client_options
 
 log = logging.getLogger(__name__)
 
 FIRST_DELAY_SECONDS = 0.25
 MAX_DELAY_SECONDS = 5.0
 ATTEMPT_TIMEOUT_MS = 5_000
-
-
-class BrokerError(Exception):
-    """The broker cannot be used; the message names the settings involved and what to do."""
 
 
 class BrokerUnreachableError(BrokerError):

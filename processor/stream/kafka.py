@@ -5,16 +5,30 @@ from __future__ import annotations
 import asyncio
 import logging
 import ssl
+import time
 from collections.abc import Iterable
-from contextlib import suppress
 from typing import Any, NoReturn
 
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
-from aiokafka.errors import InvalidReplicationFactorError, TopicAlreadyExistsError
+from aiokafka.errors import (
+    ClusterAuthorizationFailedError,
+    InvalidReplicationFactorError,
+    TopicAlreadyExistsError,
+    TopicAuthorizationFailedError,
+    for_code,
+)
 
 from processor.config import ConfigError, KafkaSecurity, Settings
 
 log = logging.getLogger(__name__)
+
+#: How long topic creation may take before the command gives up: a controller busy electing, moving
+#: or starting, or a new topic's metadata not yet on every broker, is waited for this long.
+TOPIC_WAIT_SECONDS = 60.0
+
+
+class BrokerError(Exception):
+    """The broker cannot be used; the message names the settings involved and what to do."""
 
 
 class RedactSaslExchange(logging.Filter):
@@ -124,7 +138,8 @@ def durability_configs(replication_factor: int) -> dict[str, str]:
 
 
 async def prepare_topics(settings: Settings) -> dict[str, int]:
-    """Create the topics that are missing; return the partition count of every topic the worker uses.
+    """Create the topics that are missing; return the partition count of every topic the worker uses,
+    once every one of them is described with its partitions.
 
     Outputs and the internal topics get the input's partition count: the re-partition topic and
     the table changelogs must match it (a fund lives on the same partition number of each), the
@@ -133,6 +148,7 @@ async def prepare_topics(settings: Settings) -> dict[str, int]:
     admin = AIOKafkaAdminClient(**client_options(settings))
     await admin.start()
     try:
+        deadline = time.monotonic() + TOPIC_WAIT_SECONDS
         existing = set(await admin.list_topics())
         partitions = settings.partitions
         if settings.input_topic in existing:
@@ -147,41 +163,95 @@ async def prepare_topics(settings: Settings) -> dict[str, int]:
         if adl_policy_on(settings):
             wanted.append(settings.adl_states_topic)
         compacted = {changelog_topic(settings, table) for table in TABLES}
-        missing = [name for name in [*wanted, *sorted(compacted)] if name not in existing]
+        every = [*wanted, *sorted(compacted)]
+        missing = [name for name in every if name not in existing]
         if missing:
             log.info("creating topics %s with %d partitions", ", ".join(missing), partitions)
-            with suppress(TopicAlreadyExistsError):  # another worker created them meanwhile
-                created = await admin.create_topics(
-                    [
-                        NewTopic(
-                            name,
-                            partitions,
-                            settings.replication_factor,
-                            topic_configs={
-                                **durability_configs(settings.replication_factor),
-                                **({"cleanup.policy": "compact"} if name in compacted else {}),
-                            },
-                        )
-                        for name in missing
-                    ]
+            topics = {
+                name: NewTopic(
+                    name,
+                    partitions,
+                    settings.replication_factor,
+                    topic_configs={
+                        **durability_configs(settings.replication_factor),
+                        **({"cleanup.policy": "compact"} if name in compacted else {}),
+                    },
                 )
-            await _check_replication(admin, settings, created.topic_errors)
-        return await _partition_counts(admin, [*wanted, *sorted(compacted)], created=True)
+                for name in missing
+            }
+            await _create(admin, settings, topics, deadline)
+        counts = await _partition_counts(admin, every, created=True, deadline=deadline)
+        absent = [name for name in every if counts[name] == 0]
+        if absent:
+            raise BrokerError(
+                f"the broker at {settings.bootstrap_servers} (KAFKA_BOOTSTRAP_SERVERS) does not describe"
+                f" the topic(s) {', '.join(absent)} {TOPIC_WAIT_SECONDS:.0f} s after they were created;"
+                " is its controller quorum healthy?"
+            )
+        return counts
     finally:
         await admin.close()
+
+
+async def _create(
+    admin: AIOKafkaAdminClient, settings: Settings, topics: dict[str, NewTopic], deadline: float
+) -> None:
+    """Create ``topics``, asking again for those the controller could not create yet (it timed out, moved,
+    or a broker was briefly fenced) until ``deadline``. One that exists already, another worker having
+    created it meanwhile, counts as created; a refusal that asking again cannot mend ends the command."""
+    pending = sorted(topics)
+    while True:
+        response = await admin.create_topics([topics[name] for name in pending])
+        refused = {
+            entry[0]: (entry[1], entry[2] if len(entry) > 2 else None)
+            for entry in response.topic_errors
+            if entry[1] not in (0, TopicAlreadyExistsError.errno)
+        }
+        if not refused:
+            return
+        await _check_replication(admin, settings, [(name, code) for name, (code, _) in refused.items()])
+        lasting = [
+            name
+            for name, (code, _) in refused.items()
+            if not for_code(code).retriable and code != InvalidReplicationFactorError.errno
+        ]
+        if lasting or time.monotonic() > deadline:
+            name = (lasting or sorted(refused))[0]
+            code, message = refused[name]
+            if code in (TopicAuthorizationFailedError.errno, ClusterAuthorizationFailedError.errno):
+                who = settings.security.sasl_username
+                raise BrokerError(
+                    f"the broker at {settings.bootstrap_servers} does not allow"
+                    f" {f'the credentials of {who!r} (KAFKA_SASL_USERNAME)' if who else 'this client'}"
+                    f" to create the topic {name} (CREATE ACL on the topic or the cluster): grant it,"
+                    " or create the topics beforehand"
+                )
+            raise BrokerError(
+                f"the broker at {settings.bootstrap_servers} (KAFKA_BOOTSTRAP_SERVERS) refused to create"
+                f" the topic {name}: {for_code(code).__name__}{f' ({message})' if message else ''}"
+            )
+        log.warning(
+            "creating topics: %s; asking again",
+            ", ".join(f"{name}: {for_code(code).__name__}" for name, (code, _) in sorted(refused.items())),
+        )
+        pending = sorted(refused)
+        await asyncio.sleep(0.5)
 
 
 async def _check_replication(
     admin: AIOKafkaAdminClient, settings: Settings, topic_errors: Iterable[tuple[Any, ...]]
 ) -> None:
     """Fail naming the setting when the cluster has fewer brokers than ``TOPIC_REPLICATION_FACTOR``
-    (the broker refuses those topics; aiokafka returns the refusal rather than raising it)."""
+    (the broker refuses those topics; aiokafka returns the refusal rather than raising it). With enough
+    brokers, such a refusal means one of them is briefly fenced (restarting, or late with a heartbeat):
+    the caller asks again."""
     if any(entry[1] == InvalidReplicationFactorError.errno for entry in topic_errors):
         brokers = len((await admin.describe_cluster())["brokers"])
-        raise ConfigError(
-            f"TOPIC_REPLICATION_FACTOR: {settings.replication_factor} replicas asked, but the cluster at"
-            f" {settings.bootstrap_servers} has {brokers} broker(s) up; lower it or start more brokers"
-        )
+        if brokers < settings.replication_factor:
+            raise ConfigError(
+                f"TOPIC_REPLICATION_FACTOR: {settings.replication_factor} replicas asked, but the cluster"
+                f" at {settings.bootstrap_servers} has {brokers} broker(s) up; lower it or start more brokers"
+            )
 
 
 def adl_policy_on(settings: Settings) -> bool:
@@ -200,21 +270,20 @@ async def partition_counts(settings: Settings, topics: Iterable[str]) -> dict[st
 
 
 async def _partition_counts(
-    admin: AIOKafkaAdminClient, wanted: list[str], created: bool = False
+    admin: AIOKafkaAdminClient, wanted: list[str], created: bool = False, deadline: float | None = None
 ) -> dict[str, int]:
     """A topic created a moment ago can be missing from the listing, or described with no partitions,
-    until its metadata has propagated: ask again for a few seconds before believing a 0. Unless the
-    topics are known to exist (``created``), only listed ones are described, since a metadata
-    request could auto-create a mistyped one."""
+    until its metadata has propagated: ask again until ``deadline`` (5 s from now unless given) before
+    believing a 0. Unless the topics are known to exist (``created``), only listed ones are described,
+    since a metadata request could auto-create a mistyped one."""
+    deadline = time.monotonic() + 5.0 if deadline is None else deadline
     existing = set(wanted) if created else set(await admin.list_topics())
     present = [topic for topic in wanted if topic in existing]
     counts = dict.fromkeys(wanted, 0)
-    for _ in range(50):
-        if not present:
-            break
+    while present:
         described = await admin.describe_topics(present)
         counts.update({topic["topic"]: len(topic["partitions"]) for topic in described})
-        if all(counts[topic] > 0 for topic in present):
+        if all(counts[topic] > 0 for topic in present) or time.monotonic() > deadline:
             break
         await asyncio.sleep(0.1)
     return counts

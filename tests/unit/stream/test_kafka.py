@@ -1,13 +1,24 @@
-"""The durability settings of the topics the worker creates, and the error when a cluster is too small
-for ``TOPIC_REPLICATION_FACTOR``."""
+"""The durability settings of the topics the worker creates, the error when a cluster is too small for
+``TOPIC_REPLICATION_FACTOR``, and topic creation asking again for what the controller could not create
+yet."""
 
 from __future__ import annotations
 
 import asyncio
+import time
+from types import SimpleNamespace
 from typing import Any
 
 import pytest
-from aiokafka.errors import InvalidReplicationFactorError, TopicAlreadyExistsError
+from aiokafka.admin import NewTopic
+from aiokafka.errors import (
+    InvalidConfigurationError,
+    InvalidReplicationFactorError,
+    NotControllerError,
+    RequestTimedOutError,
+    TopicAlreadyExistsError,
+    TopicAuthorizationFailedError,
+)
 
 from processor.config import ConfigError, Settings
 from processor.stream import kafka
@@ -45,3 +56,73 @@ def test_too_few_brokers_for_the_replication_factor_is_an_error_naming_the_setti
 
 def test_topics_created_or_already_there_pass() -> None:
     check([("deltas", 0, None), ("dlq", TopicAlreadyExistsError.errno, "exists")])
+
+
+class Controller:
+    """An admin client whose controller answers each ``create_topics`` with the next of ``answers``
+    (topic name -> error code); it records what it was asked."""
+
+    def __init__(self, *answers: dict[str, int], brokers: int = 3) -> None:
+        self.answers = list(answers)
+        self.asked: list[list[str]] = []
+        self.brokers = brokers
+
+    async def create_topics(self, topics: list[NewTopic]) -> Any:
+        self.asked.append([topic.name for topic in topics])
+        answer = self.answers.pop(0)
+        return SimpleNamespace(
+            topic_errors=[(topic.name, answer.get(topic.name, 0), None) for topic in topics]
+        )
+
+    async def describe_cluster(self) -> dict[str, Any]:
+        return {"brokers": [{"node_id": node} for node in range(self.brokers)]}
+
+
+def create(admin: Controller, *names: str, seconds: float = 30.0) -> None:
+    settings = Settings(bootstrap_servers="b1:9092", replication_factor=3)
+    topics = {name: NewTopic(name, 4, 3) for name in names}
+    deadline = time.monotonic() + seconds
+    asyncio.run(kafka._create(admin, settings, topics, deadline))  # type: ignore[arg-type]
+
+
+def test_topics_the_controller_could_not_create_yet_are_asked_for_again() -> None:
+    admin = Controller(
+        {"deltas": RequestTimedOutError.errno, "dlq": NotControllerError.errno},
+        {"dlq": TopicAlreadyExistsError.errno},  # the timed-out request went through after all
+    )
+    create(admin, "deltas", "dlq", "adl")
+    assert admin.asked == [["adl", "deltas", "dlq"], ["deltas", "dlq"]]
+
+
+def test_a_briefly_fenced_broker_is_waited_for_when_the_cluster_has_enough() -> None:
+    admin = Controller({"deltas": InvalidReplicationFactorError.errno}, {})
+    create(admin, "deltas")
+    assert admin.asked == [["deltas"], ["deltas"]]
+
+
+def test_a_refusal_asking_again_cannot_mend_names_the_topic() -> None:
+    admin = Controller({"dlq": InvalidConfigurationError.errno})
+    with pytest.raises(kafka.BrokerError) as raised:
+        create(admin, "deltas", "dlq")
+    assert str(raised.value) == (
+        "the broker at b1:9092 (KAFKA_BOOTSTRAP_SERVERS) refused to create the topic dlq:"
+        " InvalidConfigurationError"
+    )
+    assert admin.asked == [["deltas", "dlq"]]
+
+
+def test_a_controller_that_keeps_timing_out_ends_the_command_at_the_deadline() -> None:
+    admin = Controller({"deltas": RequestTimedOutError.errno})
+    with pytest.raises(kafka.BrokerError, match="refused to create the topic deltas: RequestTimedOutError"):
+        create(admin, "deltas", seconds=-1.0)  # the deadline has passed: no second request
+    assert admin.asked == [["deltas"]]
+
+
+def test_a_client_not_allowed_to_create_topics_is_told_which_acl_to_grant() -> None:
+    admin = Controller({"dlq": TopicAuthorizationFailedError.errno})
+    with pytest.raises(kafka.BrokerError) as raised:
+        create(admin, "dlq")
+    assert str(raised.value) == (
+        "the broker at b1:9092 does not allow this client to create the topic dlq (CREATE ACL on the"
+        " topic or the cluster): grant it, or create the topics beforehand"
+    )
