@@ -179,7 +179,7 @@ class Pipeline:
         short_key = codec.dead_letter_key(key)
         if short_key is not None:
             origin.append((SOURCE_KEY_HEADER, short_key))
-        if key is not None and short_key is not key:  # cut: the dead letter still names the whole key
+        if key is not None and len(key) > codec.DEAD_LETTER_KEY_LIMIT:  # cut: still name the whole key
             length, digest = codec.key_summary(key)
             origin.append((SOURCE_KEY_SUMMARY_HEADER, f"{length}:{digest}".encode()))
         # an event near the broker's size limit would not fit with the headers: forward it compact
@@ -220,7 +220,7 @@ def _origin(
     """Where a forwarded fill was first read (topic, partition, offset, key, and the whole key's
     length and SHA-256 when the key was cut), from its headers; the coordinates it was read at when
     it carries none (or unreadable ones)."""
-    source = next((value for name, value in headers if name == SOURCE_HEADER), None)
+    source = _header(headers, SOURCE_HEADER)
     if source is None:
         return topic, partition, offset, key, None
     try:
@@ -228,9 +228,13 @@ def _origin(
         origin = (source_topic, int(source_partition), int(source_offset))
     except (AttributeError, UnicodeDecodeError, ValueError):
         return topic, partition, offset, key, None
-    source_key = next((value for name, value in headers if name == SOURCE_KEY_HEADER), None)
-    summary = next((value for name, value in headers if name == SOURCE_KEY_SUMMARY_HEADER), None)
-    return (*origin, source_key, _summary(summary))
+    summary = _summary(_header(headers, SOURCE_KEY_SUMMARY_HEADER))
+    return (*origin, _header(headers, SOURCE_KEY_HEADER), summary)
+
+
+def _header(headers: Headers, wanted: str) -> bytes | None:
+    """The value of the first header called ``wanted``; ``None`` when there is none."""
+    return next((value for name, value in headers if name == wanted), None)
 
 
 def _summary(header: bytes | None) -> tuple[int, str] | None:

@@ -29,7 +29,7 @@ from aiokafka.errors import (
 )
 
 from processor.config import Settings
-from processor.stream.kafka import BrokerError, client_options
+from processor.stream.kafka import BrokerError, client_options, principal
 
 log = logging.getLogger(__name__)
 
@@ -133,11 +133,6 @@ async def wait_for_broker(
         if attempt > 1:
             log.info("the broker at %s answered (attempt %d)", settings.bootstrap_servers, attempt)
         return
-
-
-def principal(username: str | None) -> str:
-    """Who the broker refused, for an ``error:`` line."""
-    return f"the credentials of {username!r} (KAFKA_SASL_USERNAME)" if username else "this client"
 
 
 #: Authorization failures: what the principal was not allowed to use, and the ACL to look at.

@@ -31,6 +31,11 @@ class BrokerError(Exception):
     """The broker cannot be used; the message names the settings involved and what to do."""
 
 
+def principal(username: str | None) -> str:
+    """Who the broker refused, for an ``error:`` line."""
+    return f"the credentials of {username!r} (KAFKA_SASL_USERNAME)" if username else "this client"
+
+
 class RedactSaslExchange(logging.Filter):
     """Hide the SASL bytes aiokafka logs at debug level with every request and response.
 
@@ -209,7 +214,7 @@ async def _create(
         }
         if not refused:
             return
-        await _check_replication(admin, settings, [(name, code) for name, (code, _) in refused.items()])
+        await _check_replication(admin, settings, response.topic_errors)
         lasting = [
             name
             for name, (code, _) in refused.items()
@@ -219,12 +224,10 @@ async def _create(
             name = (lasting or sorted(refused))[0]
             code, message = refused[name]
             if code in (TopicAuthorizationFailedError.errno, ClusterAuthorizationFailedError.errno):
-                who = settings.security.sasl_username
                 raise BrokerError(
                     f"the broker at {settings.bootstrap_servers} does not allow"
-                    f" {f'the credentials of {who!r} (KAFKA_SASL_USERNAME)' if who else 'this client'}"
-                    f" to create the topic {name} (CREATE ACL on the topic or the cluster): grant it,"
-                    " or create the topics beforehand"
+                    f" {principal(settings.security.sasl_username)} to create the topic {name}"
+                    " (CREATE ACL on the topic or the cluster): grant it, or create the topics beforehand"
                 )
             raise BrokerError(
                 f"the broker at {settings.bootstrap_servers} (KAFKA_BOOTSTRAP_SERVERS) refused to create"

@@ -13,8 +13,8 @@ from aiokafka.errors import ClusterAuthorizationFailedError, TopicAuthorizationF
 from processor import codec
 from processor.config import Settings
 from processor.domain.pools import FundPools
-from processor.stream.connect import BrokerRefusedError, principal, wait_for_broker
-from processor.stream.kafka import client_options
+from processor.stream.connect import BrokerRefusedError, wait_for_broker
+from processor.stream.kafka import client_options, principal
 
 _NO_POOLS = FundPools()
 
