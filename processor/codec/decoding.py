@@ -10,6 +10,7 @@ from decimal import Decimal
 from pathlib import Path
 from typing import Any, Final, NamedTuple
 
+import msgspec
 import orjson
 
 from processor.codec.schema import (
@@ -97,16 +98,18 @@ class FillDecoder:
 
     def decode(self, data: bytes | None) -> InputEvent | Rejection:
         accepted = self._fast(data)
-        return accepted[0] if accepted is not None else self._decode_carefully(data)
+        return accepted[0] if accepted is not None else self.decode_carefully(data)
 
     def decode_packed(self, data: bytes | None) -> tuple[InputEvent | Rejection, bytes | None]:
         """``decode``, and a fill accepted by the fast path packed for the duplicate window
         (``processor.domain.ledger.pack_texts``); ``None`` for anything else."""
         accepted = self._fast(data)
-        return accepted if accepted is not None else (self._decode_carefully(data), None)
+        return accepted if accepted is not None else (self.decode_carefully(data), None)
 
-    def _decode_carefully(self, data: bytes | None) -> InputEvent | Rejection:
-        """Everything the fast path did not accept outright: parse again and take the reference path."""
+    def decode_carefully(self, data: bytes | None) -> InputEvent | Rejection:
+        """The reference path from bytes, for everything the fast path did not accept outright:
+        parse with orjson (or, for valid JSON orjson refuses, the standard library), then
+        ``from_document``."""
         if data is None:
             return Rejection(INVALID_JSON, "message has no value (null); expected a JSON object")
         try:
@@ -181,8 +184,9 @@ class _DecimalField:
     A value is accepted as its number and a text ``Decimal`` reads back to exactly that number (the
     message's own text when it is plain digits, which the duplicate window then keeps as it came).
     A text of at most ``max_places + 1`` ASCII digits with at most one point cannot have too many
-    places, and when the rule's minimum is 0 only its value is left to check; every other spelling
-    (signs, exponents, numbers, long texts, other minimums) takes the field's full check.
+    places, and when the rule's minimum is 0 only its value is left to check; every other text
+    (signs, exponents, long texts, other minimums) takes the field's full check, and a number is
+    left to the reference path.
     """
 
     __slots__ = ("cache", "cached", "check", "default", "max_abs", "nonzero", "short")
@@ -201,8 +205,9 @@ class _DecimalField:
         self.short = rule.max_places + 1 if rule.bound == 0 else -1
 
     def accept(self, value: Any) -> tuple[Decimal, str] | None:
-        """The number and text of a value (a text not in the cache, a number, or the default for
-        null); or ``None``."""
+        """The number and text of a value (a text not in the cache, or the default for null); or
+        ``None``, also for any number: the fast path's parser reads integers beyond 64 bits exactly
+        where orjson, the reference path's, reads a float, so only the reference path judges numbers."""
         if (
             type(value) is str
             and len(value) <= self.short
@@ -215,14 +220,14 @@ class _DecimalField:
             accepted = (number, value)
         elif value is None:
             return self.default
+        elif type(value) is not str:
+            return None
         else:
             try:
                 number = self.check(value)
             except _FieldError:
                 return None
             accepted = (number, str(number))
-            if type(value) is not str:
-                return accepted  # numbers are not cached: 1, 1.0 and True are one key
         if self.cached:
             cache = self.cache
             if len(cache) >= _DECIMAL_CACHE_LIMIT:
@@ -234,12 +239,12 @@ class _DecimalField:
 def _fast_path(
     fields: Mapping[str, _Field], properties: Mapping[str, Any]
 ) -> Callable[[bytes | None], tuple[LiquidationFill, bytes] | None]:
-    """Build the hot path: parse, then the same rules as ``from_document``, unrolled, with caches of
-    accepted values.
+    """Build the hot path: parse straight into the fill's fields (msgspec: no dictionary), then the
+    same rules as ``from_document``, unrolled, with caches of accepted values.
 
     It returns the fill with its packed form (``pack_texts``), or ``None`` for anything it does not
-    accept outright; ``from_document`` then decides and
-    words the rejection, so the two paths cannot disagree on a verdict (the fuzz tests check it).
+    accept outright; ``from_document`` (after orjson) then decides and words the rejection, so the
+    two paths cannot disagree on a verdict (the fuzz tests check it).
     """
 
     def bounds(name: str) -> tuple[int, int]:
@@ -269,22 +274,43 @@ def _fast_path(
     fee = _DecimalField(fields["fee"], cached=False)
     contract_sizes, bankruptcy_prices = contract_size.cache, bankruptcy_price.cache
     quantities, unfilled_quantities = quantity.cache, unfilled_quantity.cache
-    loads, new_fill = orjson.loads, tuple.__new__
+    # The message parsed straight into the fill's fields (and ``type``), in that order: no dictionary
+    # built and searched. Absent and null both read None, as ``document.get`` does; unknown fields are
+    # skipped; of a repeated key the last counts, as with orjson (the reference path's parser).
+    message = msgspec.defstruct(
+        "FillMessage", [(name, Any, None) for name in (*LiquidationFill._fields, "type")], gc=False
+    )
+    parse, values = msgspec.json.Decoder(message).decode, msgspec.structs.astuple
+    new_fill = tuple.__new__
 
     def fast(data: bytes | None) -> tuple[LiquidationFill, bytes] | None:
+        if data is None:
+            return None
         try:
-            parsed = loads(data)  # type: ignore[arg-type]
-            if type(parsed) is not dict:
-                return None
-            document: dict[str, Any] = parsed  # typed: compiled, ``get`` is a direct dictionary lookup
-            version = document.get("version")
+            # msgspec skips unknown fields without checking their UTF-8, which orjson refuses
+            if not data.isascii():
+                data.decode()  # not UTF-8: a ValueError
+            (
+                fill_id,
+                liquidation_id,
+                symbol,
+                currency,
+                side_value,
+                contract_type_value,
+                size_value,
+                bankruptcy_value,
+                price_value,
+                quantity_value,
+                unfilled_value,
+                fee_value,
+                timestamp,
+                version,
+                kind,
+            ) = values(parse(data))
             if version is not None and (type(version) is not int or version != SUPPORTED_VERSION):
                 return None
-            kind = document.get("type")
             if kind is not None and kind != FILL_TYPE:  # an operation, or a bad type
                 return None
-            fill_id = document.get("fill_id")
-            liquidation_id = document.get("liquidation_id")
             if (
                 type(fill_id) is not str
                 or not fill_id_min <= len(fill_id) <= fill_id_max
@@ -292,7 +318,6 @@ def _fast_path(
                 or not liquidation_id_min <= len(liquidation_id) <= liquidation_id_max
             ):
                 return None
-            symbol = document.get("symbol")
             known_symbol = symbols.get(symbol)
             if known_symbol is None:
                 if type(symbol) is not str or not symbol_min <= len(symbol) <= symbol_max:
@@ -300,16 +325,14 @@ def _fast_path(
                 if len(symbols) >= _SYMBOL_CACHE_LIMIT:
                     symbols.clear()
                 known_symbol = symbols[symbol] = symbol
-            currency = document.get("margin_currency")
             known_currency = currencies.get(currency)
             if known_currency is None:
                 try:
                     known_currency = currencies[currency] = currency_check(currency)
                 except _FieldError:
                     return None
-            side = sides.get(document.get("side"))
-            contract_type = contract_types.get(document.get("contract_type"))
-            timestamp = document.get("timestamp")
+            side = sides.get(side_value)
+            contract_type = contract_types.get(contract_type_value)
             if (
                 side is None
                 or contract_type is None
@@ -318,31 +341,28 @@ def _fast_path(
             ):
                 return None
             # A cache lookup per decimal; only a text never seen before pays for the check.
-            value = document.get("contract_size")
-            size = contract_sizes.get(value)
-            if size is None and (size := contract_size.accept(value)) is None:
+            size = contract_sizes.get(size_value)
+            if size is None and (size := contract_size.accept(size_value)) is None:
                 return None
-            value = document.get("bankruptcy_price")
-            bankruptcy = bankruptcy_prices.get(value)
-            if bankruptcy is None and (bankruptcy := bankruptcy_price.accept(value)) is None:
+            bankruptcy = bankruptcy_prices.get(bankruptcy_value)
+            if bankruptcy is None and (bankruptcy := bankruptcy_price.accept(bankruptcy_value)) is None:
                 return None
-            price = fill_price.accept(document.get("fill_price"))
+            price = fill_price.accept(price_value)
             if price is None:
                 return None
-            value = document.get("quantity")
-            closed = quantities.get(value)
-            if closed is None and (closed := quantity.accept(value)) is None:
+            closed = quantities.get(quantity_value)
+            if closed is None and (closed := quantity.accept(quantity_value)) is None:
                 return None
-            value = document.get("unfilled_quantity")
-            unfilled = unfilled_quantities.get(value)
-            if unfilled is None and (unfilled := unfilled_quantity.accept(value)) is None:
+            unfilled = unfilled_quantities.get(unfilled_value)
+            if unfilled is None and (unfilled := unfilled_quantity.accept(unfilled_value)) is None:
                 return None
-            cost = fee.accept(document.get("fee"))
+            cost = fee.accept(fee_value)
             if cost is None:
                 return None
-        except (orjson.JSONDecodeError, TypeError):
-            # Not JSON, or a value that cannot be a key (an array or object where a scalar
-            # belongs): the careful path words the rejection.
+        except (msgspec.MsgspecError, ValueError, TypeError, RecursionError):
+            # Not JSON (or not UTF-8: a ValueError), not an object, nested too deep, or a value that
+            # cannot be a key (an array or object where a scalar belongs): the careful path words
+            # the rejection.
             return None
         if not closed[0] and not unfilled[0]:
             return None

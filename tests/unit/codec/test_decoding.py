@@ -186,7 +186,16 @@ def test_not_json_is_invalid_json(decoder: FillDecoder, raw: bytes) -> None:
 
 
 @pytest.mark.parametrize(
-    "raw", [b"\xff\xfe", b'{"fill_id": "\xc3\x28"}', seed_bytes().replace(b"liq", b"l\x80q")]
+    "raw",
+    [
+        b"\xff\xfe",
+        b'{"fill_id": "\xc3\x28"}',
+        seed_bytes().replace(b"liq", b"l\x80q"),
+        # in an unknown field and an unknown key: the fast path's parser skips them unread
+        seed_bytes(note="@").replace(b'"@"', b'"\xed\xa0\x80"'),
+        seed_bytes(note=1).replace(b'"note"', b'"n\xffte"'),
+    ],
+    ids=["bom-like", "known-field", "key-part", "unknown-field", "unknown-key"],
 )
 def test_not_utf8_is_invalid_json(decoder: FillDecoder, raw: bytes) -> None:
     result = rejected(decoder, raw, "invalid_json")
