@@ -45,6 +45,10 @@ _SYMBOL_CACHE_LIMIT: Final = 1 << 12
 # parser keeps such integers as text instead, so the field that holds one is named.
 _INT_DIGITS_LIMIT = 4000
 _VERSION_TEXT: Final = str(SUPPORTED_VERSION)
+# Compiled, a module constant is read from a static, a global name looked up on every call.
+_DECIMAL: Final = Decimal
+_SUPPORTED_VERSION: Final = SUPPORTED_VERSION
+_FILL: Final = LiquidationFill
 
 
 class Rejection(NamedTuple):
@@ -214,7 +218,7 @@ class _DecimalField:
             and value.isascii()
             and value.replace(".", "", 1).isdigit()
         ):
-            number = Decimal(value)
+            number = _DECIMAL(value)
             if number > self.max_abs or (self.nonzero and not number):
                 return None
             accepted = (number, value)
@@ -307,7 +311,7 @@ def _fast_path(
                 version,
                 kind,
             ) = values(parse(data))
-            if version is not None and (type(version) is not int or version != SUPPORTED_VERSION):
+            if version is not None and (type(version) is not int or version != _SUPPORTED_VERSION):
                 return None
             if kind is not None and kind != FILL_TYPE:  # an operation, or a bad type
                 return None
@@ -367,7 +371,7 @@ def _fast_path(
         if not closed[0] and not unfilled[0]:
             return None
         fill = new_fill(
-            LiquidationFill,
+            _FILL,
             (
                 fill_id,
                 liquidation_id,
@@ -382,7 +386,7 @@ def _fast_path(
                 unfilled[0],
                 cost[0],
                 timestamp,
-                SUPPORTED_VERSION,
+                _SUPPORTED_VERSION,
             ),
         )
         # The duplicate window's form of the fill, from the texts at hand (no decimal formatted).

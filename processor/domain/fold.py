@@ -47,6 +47,14 @@ class Outcome(NamedTuple):
     state_change: AdlStateChange | None = None
 
 
+# Compiled, a module constant (``Final``) is read from a static, where a global name is a
+# dictionary look-up on every call: the names ``apply`` reaches for on every fill, as constants.
+_OUTCOME: Final = Outcome
+_FUND_DELTA: Final = FundDelta
+_FUND_STATE: Final = FundState
+_getcontext: Final = getcontext
+
+
 @contextmanager
 def exact_arithmetic() -> Iterator[Context]:
     """Make ``EXACT`` itself the current decimal context for a run of ``apply`` calls.
@@ -69,7 +77,7 @@ def apply(state: FundState, fill: LiquidationFill, policy: FundPolicy, applied: 
     Arithmetic runs in the ``EXACT`` decimal context. Drivers that fold many fills enter it once
     (``with exact_arithmetic():``); a lone call enters it here.
     """
-    if getcontext() is not _EXACT:
+    if _getcontext() is not _EXACT:
         with exact_arithmetic():
             return apply(state, fill, policy, applied)
     if applied is not None:
@@ -146,7 +154,7 @@ def apply(state: FundState, fill: LiquidationFill, policy: FundPolicy, applied: 
     sequence += 1
 
     delta: FundDelta = _new(
-        FundDelta,
+        _FUND_DELTA,
         (
             fund,
             margin_currency,
@@ -200,7 +208,7 @@ def apply(state: FundState, fill: LiquidationFill, policy: FundPolicy, applied: 
     by_symbol = dict(by_symbol)
     by_symbol[symbol] = by_symbol.get(symbol, zero) + amount
     new_state: FundState = _new(
-        FundState,
+        _FUND_STATE,
         (
             fund,
             balance_after,
@@ -222,7 +230,7 @@ def apply(state: FundState, fill: LiquidationFill, policy: FundPolicy, applied: 
             clock,
         ),
     )
-    return _new(Outcome, (new_state, delta, trigger, None, None, None))
+    return _new(_OUTCOME, (new_state, delta, trigger, None, None, None))
 
 
 def apply_operation(
