@@ -301,7 +301,7 @@ def main() -> None:
         "--topic-count", type=int, help="fills in the topic replay's topic (default: --count)"
     )
     parser.add_argument("--skip-topic", action="store_true", help="no topic replay (it needs a broker)")
-    parser.add_argument("--rounds", type=int, default=2, help="topic replays of each --jobs, in turn")
+    parser.add_argument("--rounds", type=int, default=3, help="topic replays of each --jobs, in turn")
     parser.add_argument(
         "--core-rounds", type=int, default=3, help="runs of the bare loop and the core, in turn (best of)"
     )

@@ -31,6 +31,7 @@ from processor.codec.schema import (
 )
 from processor.domain.events import FundOperation, LiquidationFill
 from processor.domain.ledger import pack_texts
+from processor.domain.state import EXACT
 
 INVALID_JSON = "invalid_json"
 INVALID_EVENT = "invalid_event"
@@ -46,9 +47,11 @@ _SYMBOL_CACHE_LIMIT: Final = 1 << 12
 _INT_DIGITS_LIMIT = 4000
 _VERSION_TEXT: Final = str(SUPPORTED_VERSION)
 # Compiled, a module constant is read from a static, a global name looked up on every call.
-_DECIMAL: Final = Decimal
 _SUPPORTED_VERSION: Final = SUPPORTED_VERSION
 _FILL: Final = LiquidationFill
+# Reads a text as ``Decimal`` does (the fast path hands it only short plain digit texts, which the
+# context's 120 digits hold exactly), through a call that parses no keywords: ~35 ns less a field.
+_DECIMAL: Final = EXACT.create_decimal
 
 
 class Rejection(NamedTuple):
@@ -188,12 +191,13 @@ class _DecimalField:
     A value is accepted as its number and a text ``Decimal`` reads back to exactly that number (the
     message's own text when it is plain digits, which the duplicate window then keeps as it came).
     A text of at most ``max_places + 1`` ASCII digits with at most one point cannot have too many
-    places, and when the rule's minimum is 0 only its value is left to check; every other text
+    places, and when the rule's minimum is 0 only its value is left to check (not even that against
+    the maximum when the text is too short to exceed it); every other text
     (signs, exponents, long texts, other minimums) takes the field's full check, and a number is
     left to the reference path.
     """
 
-    __slots__ = ("cache", "cached", "check", "default", "max_abs", "nonzero", "short")
+    __slots__ = ("cache", "cached", "check", "default", "max_abs", "nonzero", "short", "within")
 
     def __init__(self, field: _Field, *, cached: bool) -> None:
         rule = field.decimal
@@ -207,6 +211,11 @@ class _DecimalField:
         self.max_abs = rule.max_abs
         self.nonzero = rule.exclusive
         self.short = rule.max_places + 1 if rule.bound == 0 else -1
+        # the longest plain text that cannot exceed the maximum: n digits stay below 10**n
+        within = 0
+        while within < self.short and Decimal(10) ** (within + 1) - 1 <= rule.max_abs:
+            within += 1
+        self.within = within
 
     def accept(self, value: Any) -> tuple[Decimal, str] | None:
         """The number and text of a value (a text not in the cache, or the default for null); or
@@ -219,7 +228,7 @@ class _DecimalField:
             and value.replace(".", "", 1).isdigit()
         ):
             number = _DECIMAL(value)
-            if number > self.max_abs or (self.nonzero and not number):
+            if (len(value) > self.within and number > self.max_abs) or (self.nonzero and not number):
                 return None
             accepted = (number, value)
         elif value is None:

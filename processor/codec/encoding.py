@@ -93,6 +93,13 @@ def delta_document(delta: FundDelta) -> dict[str, Any]:
 _QUOTED: Final[dict[str, str]] = {}  # Final: compiled, a static rather than a global looked up
 _QUOTED_LIMIT: Final = 1 << 12
 _dumps: Final = orjson.dumps
+#: The last delta's shortfall and balance after, each with its text (one pair, replaced whole, so a
+#: reader in another thread never sees a number with another's text): a fund's next delta starts
+#: from that very balance, and a surplus's shortfall is the fund's zero, the same object every time.
+#: Matched by identity (the pair holds the object, so its identity cannot pass to another): it only
+#: saves writing the same number again.
+_LAST_SHORTFALL: Final[list[tuple[Any, str]]] = [(None, "")]
+_LAST_AFTER: Final[list[tuple[Any, str]]] = [(None, "")]
 
 
 def _quoted(text: str) -> str:
@@ -129,7 +136,21 @@ def encode_delta(delta: FundDelta) -> bytes:
     ) = delta
     gross_text, fee_text, net_text = str(gross_pnl), str(fee), str(net)
     paid_text = net_text if amount is net else str(amount)  # a surplus is the net itself
-    shortfall_text, before_text, after_text = str(shortfall), str(balance_before), str(balance_after)
+    after_text = str(balance_after)
+    last_shortfall, last_after = _LAST_SHORTFALL[0], _LAST_AFTER[0]
+    if shortfall is last_shortfall[0]:
+        shortfall_text = last_shortfall[1]
+    else:
+        shortfall_text = str(shortfall)
+        if "E" in shortfall_text:
+            shortfall_text = _fixed(shortfall, shortfall_text)
+        _LAST_SHORTFALL[0] = (shortfall, shortfall_text)
+    if balance_before is last_after[0]:
+        before_text = last_after[1]
+    else:
+        before_text = str(balance_before)
+        if "E" in before_text:
+            before_text = _fixed(balance_before, before_text)
     if "E" in gross_text:
         gross_text = _fixed(gross_pnl, gross_text)
     if "E" in fee_text:
@@ -138,12 +159,9 @@ def encode_delta(delta: FundDelta) -> bytes:
         net_text = _fixed(net, net_text)
     if "E" in paid_text:
         paid_text = _fixed(amount, paid_text)
-    if "E" in shortfall_text:
-        shortfall_text = _fixed(shortfall, shortfall_text)
-    if "E" in before_text:
-        before_text = _fixed(balance_before, before_text)
     if "E" in after_text:
         after_text = _fixed(balance_after, after_text)
+    _LAST_AFTER[0] = (balance_after, after_text)
     key = _dumps(fill_id).decode()
     return (
         f'{{"delta_id":{key},"fund":{_quoted(fund)},"margin_currency":{_quoted(margin_currency)},'

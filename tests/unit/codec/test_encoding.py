@@ -460,3 +460,21 @@ def test_the_delta_writer_writes_the_reference_document_for_every_kind_of_fill()
     assert {delta.type for delta in deltas} == {"liquidation_surplus", "bankruptcy_loss"}
     for delta in deltas:
         assert codec.encode_delta(delta) == orjson.dumps(codec.delta_document(delta)), delta
+
+
+def test_the_delta_writer_reuses_a_text_only_for_the_very_same_number() -> None:
+    """The writer keeps the last balance and shortfall it wrote, with their texts, for the next
+    delta that starts from that very object; an equal number of another exponent is written anew."""
+    first = Ledger().fold(make_fill(fill_id="a")).delta
+    assert first is not None
+    follower = first._replace(fill_id="b", balance_before=first.balance_after)
+    assert follower.balance_before is first.balance_after
+    wider = first.balance_after.quantize(D("1E-12"))  # the same number, 12 places
+    equal = first._replace(fill_id="c", balance_before=wider, shortfall=D("0"))
+    assert equal.balance_before == first.balance_after
+    assert equal.balance_before.as_tuple() != first.balance_after.as_tuple()
+    for delta in (first, follower, equal, first, equal):
+        assert codec.encode_delta(delta) == orjson.dumps(codec.delta_document(delta)), delta
+    written = json.loads(codec.encode_delta(equal))
+    assert (written["shortfall"], written["balance_before"]) == ("0", format(wider, "f"))
+    assert len(written["balance_before"].partition(".")[2]) == 12
