@@ -115,7 +115,8 @@ def encode_delta(delta: FundDelta) -> bytes:
     """``orjson.dumps(delta_document(delta))``, byte for byte, written as text: the hot path.
 
     Strings go through orjson (its quoting and escaping), decimals are their ``str`` (several times
-    faster than ``format``; only a text in exponent notation is rewritten), integers their digits.
+    faster than ``format``; only a text in exponent notation is rewritten; the last balance and
+    shortfall written are not written again), integers their digits.
     """
     (
         fund,
@@ -134,33 +135,16 @@ def encode_delta(delta: FundDelta) -> bytes:
         sequence,
         timestamp,
     ) = delta
-    gross_text, fee_text, net_text = str(gross_pnl), str(fee), str(net)
-    paid_text = net_text if amount is net else str(amount)  # a surplus is the net itself
-    after_text = str(balance_after)
     last_shortfall, last_after = _LAST_SHORTFALL[0], _LAST_AFTER[0]
+    gross_text, fee_text, net_text = amount_text(gross_pnl), amount_text(fee), amount_text(net)
+    paid_text = net_text if amount is net else amount_text(amount)  # a surplus is the net itself
     if shortfall is last_shortfall[0]:
         shortfall_text = last_shortfall[1]
     else:
-        shortfall_text = str(shortfall)
-        if "E" in shortfall_text:
-            shortfall_text = _fixed(shortfall, shortfall_text)
+        shortfall_text = amount_text(shortfall)
         _LAST_SHORTFALL[0] = (shortfall, shortfall_text)
-    if balance_before is last_after[0]:
-        before_text = last_after[1]
-    else:
-        before_text = str(balance_before)
-        if "E" in before_text:
-            before_text = _fixed(balance_before, before_text)
-    if "E" in gross_text:
-        gross_text = _fixed(gross_pnl, gross_text)
-    if "E" in fee_text:
-        fee_text = _fixed(fee, fee_text)
-    if "E" in net_text:
-        net_text = _fixed(net, net_text)
-    if "E" in paid_text:
-        paid_text = _fixed(amount, paid_text)
-    if "E" in after_text:
-        after_text = _fixed(balance_after, after_text)
+    before_text = last_after[1] if balance_before is last_after[0] else amount_text(balance_before)
+    after_text = amount_text(balance_after)
     _LAST_AFTER[0] = (balance_after, after_text)
     key = _dumps(fill_id).decode()
     return (
