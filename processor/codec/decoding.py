@@ -192,9 +192,8 @@ class _DecimalField:
     message's own text when it is plain digits, which the duplicate window then keeps as it came).
     A text of at most ``max_places + 1`` ASCII digits with at most one point cannot have too many
     places, and when the rule's minimum is 0 only its value is left to check (not even that against
-    the maximum when the text is too short to exceed it); every other text
-    (signs, exponents, long texts, other minimums) takes the field's full check, and a number is
-    left to the reference path.
+    the maximum when the text is too short to exceed it); every other text (signs, exponents, long
+    texts, other minimums) takes the field's full check, and a number is left to the reference path.
     """
 
     __slots__ = ("cache", "cached", "check", "default", "max_abs", "nonzero", "short", "within")
