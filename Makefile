@@ -24,7 +24,8 @@ $(STAMP): pyproject.toml
 # The hot modules (processor/native.py), compiled by mypyc from their source; PROCESSOR_COMPILE=0
 # (or no C compiler) leaves them interpreted: same results, slower.
 NATIVE_SOURCES := processor/codec/decoding.py processor/codec/encoding.py processor/domain/drawdown.py \
-                  processor/domain/fold.py processor/domain/ledger.py processor/pipeline.py
+                  processor/domain/fold.py processor/domain/ledger.py processor/domain/record.py \
+                  processor/pipeline.py
 NATIVE_STAMP := build/native.stamp
 PROCESSOR_COMPILE ?= 1
 

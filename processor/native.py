@@ -21,6 +21,7 @@ HOT_MODULES = (
     "processor.domain.drawdown",
     "processor.domain.fold",
     "processor.domain.ledger",
+    "processor.domain.record",
     "processor.pipeline",
 )
 #: The mypyc runtime shared by the compiled modules (one extension beside them).

@@ -6,15 +6,14 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Sequence
-from typing import Any, Final, NamedTuple
+from typing import Any, Final
 
 from processor import codec
 from processor.codec import FillDecoder, Rejection
 from processor.codec.encoding import encode_adl_state, encode_delta, encode_trigger  # compiled: direct calls
 from processor.domain.events import FundOperation, LiquidationFill, OperationDelta
 from processor.domain.ledger import Ledger
-
-_new: Final = tuple.__new__
+from processor.domain.record import Record
 
 SOURCE_HEADER = "insurance-fund-source"
 SOURCE_KEY_HEADER = "insurance-fund-source-key"
@@ -23,28 +22,55 @@ SOURCE_KEY_SUMMARY_HEADER = "insurance-fund-source-key-summary"
 Headers = Sequence[tuple[str, bytes]]
 
 
-class Emitted(NamedTuple):
+class Emitted(Record):
     """The encoded outputs of one input message.
 
     At most one of ``delta``, ``dead_letter`` and ``forward`` is set. ``forward`` is the message to
     move to partition ``home`` of the re-partition topic first (a fill read on a partition its fund
-    does not live on); ``headers`` then say where it came from.
+    does not live on); ``headers`` then say where it came from. ``adl_state`` is the fund's ADL state
+    change, with the delta (SPEC section 9).
     """
 
-    fund: str | None
-    symbol: str | None
-    delta: bytes | None = None
-    trigger: bytes | None = None
-    dead_letter: bytes | None = None
-    dead_letter_key: bytes | None = None
-    forward: bytes | None = None
-    home: int = -1
-    headers: list[tuple[str, bytes]] | None = None
-    error: str | None = None
-    adl_state: bytes | None = None  # the fund's ADL state change, with the delta (SPEC section 9)
+    _fields = (
+        "fund",
+        "symbol",
+        "delta",
+        "trigger",
+        "dead_letter",
+        "dead_letter_key",
+        "forward",
+        "home",
+        "headers",
+        "error",
+        "adl_state",
+    )
+    __slots__ = _fields
 
-
-_EMITTED: Final = Emitted  # compiled, a static rather than a global looked up for every fill
+    def __init__(
+        self,
+        fund: str | None,
+        symbol: str | None,
+        delta: bytes | None = None,
+        trigger: bytes | None = None,
+        dead_letter: bytes | None = None,
+        dead_letter_key: bytes | None = None,
+        forward: bytes | None = None,
+        home: int = -1,
+        headers: list[tuple[str, bytes]] | None = None,
+        error: str | None = None,
+        adl_state: bytes | None = None,
+    ) -> None:
+        self.fund: Final = fund
+        self.symbol: Final = symbol
+        self.delta: Final = delta
+        self.trigger: Final = trigger
+        self.dead_letter: Final = dead_letter
+        self.dead_letter_key: Final = dead_letter_key
+        self.forward: Final = forward
+        self.home: Final = home
+        self.headers: Final = headers
+        self.error: Final = error
+        self.adl_state: Final = adl_state
 
 
 def wall_clock_ms() -> int:
@@ -94,30 +120,28 @@ class Pipeline:
                 return self._forward(
                     currency, codec.encode_fill, fill, value, key, topic, partition, offset, home
                 )
-        _, delta, trigger, conflict, _, change = self.ledger.fold(fill, packed)
+        outcome = self.ledger.fold(fill, packed)
+        delta, trigger, change = outcome.delta, outcome.trigger, outcome.state_change
         if delta is None:
+            conflict = outcome.conflict
             if conflict is None:
                 return Emitted(currency, fill.symbol)
             rejection = Rejection(codec.CONFLICTING_DUPLICATE, conflict)
             return self._rejected(
                 rejection, value, key, topic, partition, offset, headers, currency, fill.symbol
             )
-        # Positional construction: building a NamedTuple by keyword costs several times more.
-        return _new(
-            _EMITTED,
-            (
-                delta.fund,
-                fill.symbol,
-                encode_delta(delta),  # type: ignore[arg-type]
-                None if trigger is None else encode_trigger(trigger, self.ledger.policy(trigger.fund)),
-                None,
-                None,
-                None,
-                -1,
-                None,
-                None,
-                None if change is None else encode_adl_state(change),
-            ),
+        return Emitted(
+            delta.fund,
+            fill.symbol,
+            encode_delta(delta),  # type: ignore[arg-type]
+            None if trigger is None else encode_trigger(trigger, self.ledger.policy(trigger.fund)),
+            None,
+            None,
+            None,
+            -1,
+            None,
+            None,
+            None if change is None else encode_adl_state(change),
         )
 
     def _operate(
@@ -154,7 +178,13 @@ class Pipeline:
                 return self._forward(
                     currency, codec.encode_operation, operation, value, key, topic, partition, offset, home
                 )
-        _, delta, _, conflict, refusal, change = ledger.operate(operation, currency)
+        outcome = ledger.operate(operation, currency)
+        delta, conflict, refusal, change = (
+            outcome.delta,
+            outcome.conflict,
+            outcome.refusal,
+            outcome.state_change,
+        )
         if isinstance(delta, OperationDelta):
             state = None if change is None else codec.encode_adl_state(change)
             return Emitted(fund, None, codec.encode_operation_delta(delta), adl_state=state)

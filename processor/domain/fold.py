@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 from contextlib import contextmanager
 from decimal import Context, Decimal, getcontext, setcontext
-from typing import Final, NamedTuple
+from typing import Final
 
 from processor.domain.events import (
     OPPOSITE_SIDE,
@@ -16,6 +16,7 @@ from processor.domain.events import (
     LiquidationFill,
     OperationDelta,
 )
+from processor.domain.record import Record
 from processor.domain.state import EXACT, FundPolicy, FundState
 
 _ROUND: Final = EXACT.rounding
@@ -29,7 +30,7 @@ _new: Final = tuple.__new__
 Applied = LiquidationFill | FundOperation
 
 
-class Outcome(NamedTuple):
+class Outcome(Record):
     """What one fill or operation did to its fund.
 
     Accepted: ``delta`` is set (and ``trigger`` when ADL is needed). Identical duplicate: only the
@@ -39,17 +40,28 @@ class Outcome(NamedTuple):
     section 9).
     """
 
-    state: FundState
-    delta: FundDelta | OperationDelta | None = None
-    trigger: AdlTrigger | None = None
-    conflict: str | None = None
-    refusal: str | None = None
-    state_change: AdlStateChange | None = None
+    _fields = ("state", "delta", "trigger", "conflict", "refusal", "state_change")
+    __slots__ = _fields
+
+    def __init__(
+        self,
+        state: FundState,
+        delta: FundDelta | OperationDelta | None = None,
+        trigger: AdlTrigger | None = None,
+        conflict: str | None = None,
+        refusal: str | None = None,
+        state_change: AdlStateChange | None = None,
+    ) -> None:
+        self.state: Final = state
+        self.delta: Final = delta
+        self.trigger: Final = trigger
+        self.conflict: Final = conflict
+        self.refusal: Final = refusal
+        self.state_change: Final = state_change
 
 
 # Compiled, a module constant (``Final``) is read from a static, where a global name is a
 # dictionary look-up on every call: the names ``apply`` reaches for on every fill, as constants.
-_OUTCOME: Final = Outcome
 _FUND_DELTA: Final = FundDelta
 _FUND_STATE: Final = FundState
 _getcontext: Final = getcontext
@@ -230,7 +242,7 @@ def apply(state: FundState, fill: LiquidationFill, policy: FundPolicy, applied: 
             clock,
         ),
     )
-    return _new(_OUTCOME, (new_state, delta, trigger, None, None, None))
+    return Outcome(new_state, delta, trigger)
 
 
 def apply_operation(

@@ -417,7 +417,7 @@ class Ledger:
         if self.journal is not None:
             self.marks.setdefault(fund, []).append(Mark(clock, before, after))
         state = state._replace(adl_state=moved.state, peak=peak, drawdown=value, clock=clock)
-        return outcome._replace(state=state, state_change=change)
+        return Outcome(state, delta, outcome.trigger, outcome.conflict, outcome.refusal, change)
 
     def open_window(self, fund: str) -> DuplicateWindow:
         """A new, empty duplicate window for ``fund``, in the ledger's fill store."""
