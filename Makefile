@@ -24,20 +24,20 @@ $(STAMP): pyproject.toml
 # The hot modules (processor/native.py), compiled by mypyc from their source; PROCESSOR_COMPILE=0
 # (or no C compiler) leaves them interpreted: same results, slower.
 NATIVE_SOURCES := processor/codec/decoding.py processor/codec/encoding.py processor/domain/drawdown.py \
-                  processor/domain/fold.py processor/domain/ledger.py processor/domain/record.py \
-                  processor/pipeline.py
+                  processor/domain/events.py processor/domain/fold.py processor/domain/ledger.py \
+                  processor/domain/record.py processor/pipeline.py
 NATIVE_STAMP := build/native.stamp
 PROCESSOR_COMPILE ?= 1
 
 $(NATIVE_STAMP): $(STAMP) $(NATIVE_SOURCES) processor/native.py setup.py
 	@mkdir -p build
-	@rm -f $(NATIVE_SOURCES:.py=.cpython-*.so) processor/_native__mypyc.cpython-*.so
+	@find processor -name "*.cpython-*.so" -delete  # also a module no longer compiled: its stale extension would shadow it
 	@if [ "$(PROCESSOR_COMPILE)" = 0 ]; then echo "PROCESSOR_COMPILE=0: the hot modules stay interpreted"; \
 	else echo "compiling the hot modules with mypyc ..."; \
 	  PROCESSOR_COMPILE=1 $(PY) setup.py --quiet build_ext --inplace > build/native.log 2>&1 \
 	  && touch $(NATIVE_SOURCES:.py=.cpython-*.so) processor/_native__mypyc.cpython-*.so \
 	  || { tail -20 build/native.log; echo "warning: mypyc could not compile the hot modules (build/native.log): they stay interpreted"; \
-	       rm -f $(NATIVE_SOURCES:.py=.cpython-*.so) processor/_native__mypyc.cpython-*.so; }; fi
+	       find processor -name "*.cpython-*.so" -delete; }; fi
 	@touch $@
 
 native: $(NATIVE_STAMP) ## compile the hot modules with mypyc (make install does; PROCESSOR_COMPILE=0: keep them interpreted)
@@ -136,4 +136,4 @@ cluster-purge: ## stop the local cluster and delete its data, logs and ports (ja
 
 clean: ## remove the virtualenv and caches (not the Kafka jars)
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache .hypothesis var build
-	rm -f $(NATIVE_SOURCES:.py=.cpython-*.so) processor/_native__mypyc.cpython-*.so
+	find processor -name "*.cpython-*.so" -delete

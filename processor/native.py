@@ -19,6 +19,7 @@ HOT_MODULES = (
     "processor.codec.decoding",
     "processor.codec.encoding",
     "processor.domain.drawdown",
+    "processor.domain.events",
     "processor.domain.fold",
     "processor.domain.ledger",
     "processor.domain.record",

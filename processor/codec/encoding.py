@@ -118,23 +118,17 @@ def encode_delta(delta: FundDelta) -> bytes:
     faster than ``format``; only a text in exponent notation is rewritten; the last balance and
     shortfall written are not written again), integers their digits.
     """
-    (
-        fund,
-        margin_currency,
-        symbol,
-        liquidation_id,
-        fill_id,
-        delta_type,
-        gross_pnl,
-        fee,
-        net,
-        amount,
-        shortfall,
-        balance_before,
-        balance_after,
-        sequence,
-        timestamp,
-    ) = delta
+    fund, margin_currency, symbol = delta.fund, delta.margin_currency, delta.symbol
+    fill_id, liquidation_id, delta_type = delta.fill_id, delta.liquidation_id, delta.type
+    gross_pnl, fee, net, amount, shortfall = (
+        delta.gross_pnl,
+        delta.fee,
+        delta.net,
+        delta.amount,
+        delta.shortfall,
+    )
+    balance_before, balance_after = delta.balance_before, delta.balance_after
+    sequence, timestamp = delta.sequence, delta.timestamp
     last_shortfall, last_after = _LAST_SHORTFALL[0], _LAST_AFTER[0]
     gross_text, fee_text, net_text = amount_text(gross_pnl), amount_text(fee), amount_text(net)
     paid_text = net_text if amount is net else amount_text(amount)  # a surplus is the net itself

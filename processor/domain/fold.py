@@ -9,8 +9,10 @@ from typing import Final
 
 from processor.domain.events import (
     OPPOSITE_SIDE,
+    AdlReason,
     AdlStateChange,
     AdlTrigger,
+    DeltaType,
     FundDelta,
     FundOperation,
     LiquidationFill,
@@ -62,7 +64,6 @@ class Outcome(Record):
 
 # Compiled, a module constant (``Final``) is read from a static, where a global name is a
 # dictionary look-up on every call: the names ``apply`` reaches for on every fill, as constants.
-_FUND_DELTA: Final = FundDelta
 _FUND_STATE: Final = FundState
 _getcontext: Final = getcontext
 
@@ -146,6 +147,7 @@ def apply(state: FundState, fill: LiquidationFill, policy: FundPolicy, applied: 
     fee = fill_fee.quantize(quantum, _ROUND)
     net = gross_pnl - fee
 
+    delta_type: DeltaType
     if net >= zero:
         delta_type = "liquidation_surplus"
         amount = net
@@ -165,29 +167,27 @@ def apply(state: FundState, fill: LiquidationFill, policy: FundPolicy, applied: 
     balance_after = balance_before + amount
     sequence += 1
 
-    delta: FundDelta = _new(
-        _FUND_DELTA,
-        (
-            fund,
-            margin_currency,
-            symbol,
-            liquidation_id,
-            fill_id,
-            delta_type,
-            gross_pnl,
-            fee,
-            net,
-            amount,
-            shortfall,
-            balance_before,
-            balance_after,
-            sequence,
-            timestamp,
-        ),
+    delta = FundDelta(
+        fund,
+        margin_currency,
+        symbol,
+        liquidation_id,
+        fill_id,
+        delta_type,
+        gross_pnl,
+        fee,
+        net,
+        amount,
+        shortfall,
+        balance_before,
+        balance_after,
+        sequence,
+        timestamp,
     )
 
     trigger: AdlTrigger | None = None
     if shortfall or unfilled:
+        reason: AdlReason
         if shortfall:
             reason = "fund_drawdown" if adl_state == "drawdown" else "insufficient_fund"
             uncovered = (quantity * shortfall / loss).quantize(quantum, _ROUND)
@@ -195,25 +195,22 @@ def apply(state: FundState, fill: LiquidationFill, policy: FundPolicy, applied: 
         else:
             reason = "no_liquidity"
             adl_quantity = unfilled
-        trigger = _new(
-            AdlTrigger,
-            (
-                fund,
-                margin_currency,
-                symbol,
-                liquidation_id,
-                fill_id,
-                reason,
-                side,
-                OPPOSITE_SIDE[side],
-                bankruptcy_price,
-                adl_quantity,
-                unfilled,
-                shortfall,
-                balance_after,
-                sequence,
-                timestamp,
-            ),
+        trigger = AdlTrigger(
+            fund,
+            margin_currency,
+            symbol,
+            liquidation_id,
+            fill_id,
+            reason,
+            side,
+            OPPOSITE_SIDE[side],
+            bankruptcy_price,
+            adl_quantity,
+            unfilled,
+            shortfall,
+            balance_after,
+            sequence,
+            timestamp,
         )
         adl_triggers += 1
 

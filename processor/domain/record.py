@@ -5,7 +5,9 @@ values into a new one; a compiled class sets its read-only slots directly)."""
 
 from __future__ import annotations
 
-from typing import ClassVar
+from typing import Any, ClassVar, TypeVar
+
+R = TypeVar("R", bound="Record")
 
 
 class Record:
@@ -27,6 +29,13 @@ class Record:
     def __hash__(self) -> int:
         """By value: like a tuple's, only when every value is hashable."""
         return hash(self._values())
+
+    def _replace(self: R, **changes: Any) -> R:
+        """A copy with ``changes``, as a NamedTuple's ``_replace``."""
+        values = [changes.pop(name, value) for name, value in zip(self._fields, self._values(), strict=True)]
+        if changes:
+            raise ValueError(f"got unexpected field names: {sorted(changes)!r}")
+        return type(self)(*values)
 
     def __reduce__(self) -> tuple[type[Record], tuple[object, ...]]:
         """Pickled as its class and values (a compiled class has no empty constructor to fill)."""
