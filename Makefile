@@ -25,7 +25,7 @@ $(STAMP): pyproject.toml
 # (or no C compiler) leaves them interpreted: same results, slower.
 NATIVE_SOURCES := processor/codec/decoding.py processor/codec/encoding.py processor/domain/drawdown.py \
                   processor/domain/events.py processor/domain/fold.py processor/domain/ledger.py \
-                  processor/domain/record.py processor/pipeline.py
+                  processor/domain/record.py processor/domain/state.py processor/pipeline.py
 NATIVE_STAMP := build/native.stamp
 PROCESSOR_COMPILE ?= 1
 

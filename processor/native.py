@@ -23,6 +23,7 @@ HOT_MODULES = (
     "processor.domain.fold",
     "processor.domain.ledger",
     "processor.domain.record",
+    "processor.domain.state",
     "processor.pipeline",
 )
 #: The mypyc runtime shared by the compiled modules (one extension beside them).

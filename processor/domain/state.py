@@ -4,9 +4,10 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from decimal import ROUND_HALF_EVEN, Context, Decimal
-from typing import NamedTuple
+from typing import Final, NamedTuple
 
 from processor.domain.pools import FundPools
+from processor.domain.record import Record
 
 #: Context for every computation that moves money: wide enough that sums, products and the
 #: inverse-contract quotient are exact (or, for the quotient, rounded far below the fund's precision).
@@ -78,31 +79,74 @@ class FundRules(NamedTuple):
         return FundPolicy(quantum=quantum, floor=floor, initial_balance=initial, zero=zero, drawdown=drawdown)
 
 
-class FundState(NamedTuple):
+class FundState(Record):
     """One insurance fund after the fills and operations folded into it so far (SPEC sections 5, 8).
 
     ``balance = initial + total_surplus - total_paid + total_top_ups - total_withdrawals``.
     """
 
-    fund: str
-    balance: Decimal
-    total_surplus: Decimal
-    total_paid: Decimal
-    total_shortfall: Decimal
-    fills: int
-    duplicates: int
-    adl_triggers: int
-    sequence: int
-    last_timestamp: int | None
-    by_symbol: Mapping[str, Decimal]
-    operations: int
-    total_top_ups: Decimal
-    total_withdrawals: Decimal
-    #: ADL policy (SPEC section 9), as of the last delta; ``peak`` is None while the policy is off
-    adl_state: str
-    peak: Decimal | None
-    drawdown: Decimal | None
-    clock: int | None  # the largest event time of the fund's deltas
+    _fields = (
+        "fund",
+        "balance",
+        "total_surplus",
+        "total_paid",
+        "total_shortfall",
+        "fills",
+        "duplicates",
+        "adl_triggers",
+        "sequence",
+        "last_timestamp",
+        "by_symbol",
+        "operations",
+        "total_top_ups",
+        "total_withdrawals",
+        "adl_state",
+        "peak",
+        "drawdown",
+        "clock",
+    )
+    __slots__ = _fields
+
+    def __init__(
+        self,
+        fund: str,
+        balance: Decimal,
+        total_surplus: Decimal,
+        total_paid: Decimal,
+        total_shortfall: Decimal,
+        fills: int,
+        duplicates: int,
+        adl_triggers: int,
+        sequence: int,
+        last_timestamp: int | None,
+        by_symbol: Mapping[str, Decimal],
+        operations: int,
+        total_top_ups: Decimal,
+        total_withdrawals: Decimal,
+        adl_state: str,
+        peak: Decimal | None,
+        drawdown: Decimal | None,
+        clock: int | None,
+    ) -> None:
+        self.fund: Final = fund
+        self.balance: Final = balance
+        self.total_surplus: Final = total_surplus
+        self.total_paid: Final = total_paid
+        self.total_shortfall: Final = total_shortfall
+        self.fills: Final = fills
+        self.duplicates: Final = duplicates
+        self.adl_triggers: Final = adl_triggers
+        self.sequence: Final = sequence
+        self.last_timestamp: Final = last_timestamp
+        self.by_symbol: Final = by_symbol
+        self.operations: Final = operations
+        self.total_top_ups: Final = total_top_ups
+        self.total_withdrawals: Final = total_withdrawals
+        #: ADL policy (SPEC section 9), as of the last delta; ``peak`` is None while the policy is off
+        self.adl_state: Final = adl_state
+        self.peak: Final = peak
+        self.drawdown: Final = drawdown
+        self.clock: Final = clock  # the largest event time of the fund's deltas
 
     @classmethod
     def opened(cls, fund: str, policy: FundPolicy) -> FundState:
