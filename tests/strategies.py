@@ -164,7 +164,7 @@ class FillEvent:
 
     def expected(self) -> LiquidationFill:
         """The domain value the decoder must produce (compared by value)."""
-        return LiquidationFill._make(getattr(self, name, 1) for name in LiquidationFill._fields)
+        return LiquidationFill(*[getattr(self, name, 1) for name in LiquidationFill._fields])
 
     def respelled(self, spelling: Mapping[str, str]) -> FillEvent:
         """The same fill (equal by value) spelled differently: a faithful re-send."""

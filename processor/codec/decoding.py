@@ -48,7 +48,6 @@ _INT_DIGITS_LIMIT = 4000
 _VERSION_TEXT: Final = str(SUPPORTED_VERSION)
 # Compiled, a module constant is read from a static, a global name looked up on every call.
 _SUPPORTED_VERSION: Final = SUPPORTED_VERSION
-_FILL: Final = LiquidationFill
 # Reads a text as ``Decimal`` does (the fast path hands it only short plain digit texts, which the
 # context's 120 digits hold exactly), through a call that parses no keywords: ~35 ns less a field.
 _read_decimal: Final = EXACT.create_decimal
@@ -151,7 +150,7 @@ class FillDecoder:
         values = _checked(self._fields, document)
         if isinstance(values, Rejection):
             return values
-        fill = LiquidationFill._make(values)
+        fill = LiquidationFill(*values)
         if not fill.quantity and not fill.unfilled_quantity:
             return Rejection(
                 INVALID_EVENT, "field 'quantity' may be 0 only when 'unfilled_quantity' is greater than 0"
@@ -160,7 +159,7 @@ class FillDecoder:
 
     def _operation(self, document: dict[str, Any]) -> FundOperation | Rejection:
         values = _checked(self._operation_fields, document)
-        return values if isinstance(values, Rejection) else FundOperation._make(values)
+        return values if isinstance(values, Rejection) else FundOperation(*values)
 
 
 def _checked(fields: list[_Field], document: dict[str, Any]) -> list[Any] | Rejection:
@@ -293,7 +292,6 @@ def _fast_path(
         "FillMessage", [(name, Any, None) for name in (*LiquidationFill._fields, "type")], gc=False
     )
     parse, values = msgspec.json.Decoder(message).decode, msgspec.structs.astuple
-    new_fill = tuple.__new__
 
     def fast(data: bytes | None) -> tuple[LiquidationFill, bytes] | None:
         if data is None:
@@ -378,24 +376,21 @@ def _fast_path(
             return None
         if not closed[0] and not unfilled[0]:
             return None
-        fill = new_fill(
-            _FILL,
-            (
-                fill_id,
-                liquidation_id,
-                known_symbol,
-                known_currency,
-                side,
-                contract_type,
-                size[0],
-                bankruptcy[0],
-                price[0],
-                closed[0],
-                unfilled[0],
-                cost[0],
-                timestamp,
-                _SUPPORTED_VERSION,
-            ),
+        fill = LiquidationFill(
+            fill_id,
+            liquidation_id,
+            known_symbol,
+            known_currency,
+            side,
+            contract_type,
+            size[0],
+            bankruptcy[0],
+            price[0],
+            closed[0],
+            unfilled[0],
+            cost[0],
+            timestamp,
+            _SUPPORTED_VERSION,
         )
         # The duplicate window's form of the fill, from the texts at hand (no decimal formatted).
         packed = pack_texts(

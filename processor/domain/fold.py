@@ -94,22 +94,15 @@ def apply(state: FundState, fill: LiquidationFill, policy: FundPolicy, applied: 
             return Outcome(state._replace(duplicates=state.duplicates + 1))
         return Outcome(state, conflict=describe_conflict(state.fund, applied, fill))
 
-    (
-        fill_id,
-        liquidation_id,
-        symbol,
-        margin_currency,
-        side,
-        contract_type,
-        contract_size,
-        bankruptcy_price,
-        fill_price,
-        quantity,
-        unfilled,
-        fill_fee,
-        timestamp,
-        _,
-    ) = fill
+    fill_id, liquidation_id, symbol, margin_currency = (
+        fill.fill_id,
+        fill.liquidation_id,
+        fill.symbol,
+        fill.margin_currency,
+    )
+    side, contract_type, contract_size = fill.side, fill.contract_type, fill.contract_size
+    bankruptcy_price, fill_price, quantity = fill.bankruptcy_price, fill.fill_price, fill.quantity
+    unfilled, fill_fee, timestamp = fill.unfilled_quantity, fill.fee, fill.timestamp
     fund, balance_before, total_surplus, adl_state = (
         state.fund,
         state.balance,
@@ -284,13 +277,17 @@ def describe_refusal(fund: str, balance: Decimal, floor: Decimal, amount: Decima
 
 def describe_conflict(fund: str, applied: Applied, event: Applied) -> str:
     """Say which fields of a re-sent fill or operation differ from the one already applied."""
-    kind, key = ("fill_id", event[0]) if type(event) is LiquidationFill else ("operation_id", event[0])
+    kind, key = (
+        ("fill_id", event.fill_id)
+        if isinstance(event, LiquidationFill)
+        else ("operation_id", event.operation_id)
+    )
     if type(applied) is not type(event):
         other = "a fill" if type(applied) is LiquidationFill else "an operation"
         return f"{kind} {key!r} was already used by {other} applied to fund {fund}"
     differences = [
         f"{name} {new!s} (applied: {old!s})"
-        for name, old, new in zip(type(event)._fields, applied, event, strict=True)
+        for name, old, new in zip(event._fields, applied._values(), event._values(), strict=True)
         if old != new
     ]
     return (

@@ -5,6 +5,7 @@ values into a new one; a compiled class sets its read-only slots directly)."""
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from typing import Any, ClassVar, TypeVar
 
 R = TypeVar("R", bound="Record")
@@ -20,6 +21,10 @@ class Record:
 
     def _values(self) -> tuple[object, ...]:
         return tuple([getattr(self, name) for name in self._fields])
+
+    def __iter__(self) -> Iterator[object]:
+        """The values in order, as a NamedTuple's (for comparing field by field)."""
+        return iter(self._values())
 
     def __eq__(self, other: object) -> bool:
         if not isinstance(other, Record) or type(other) is not type(self):

@@ -146,7 +146,7 @@ def model(events: Sequence[Event], rules: FundRules) -> list[Expected | None]:
                 initial = q(rules.initial_balance.get(name, D(0)))
                 floor = q(rules.floor.get(name, rules.default_floor))
                 fund = funds[name] = ModelFund(initial, initial, floor, policy)
-            key = event[0]
+            key = event.event_id
             if key in fund.applied:
                 expected.append(None)
                 continue

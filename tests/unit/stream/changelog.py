@@ -79,7 +79,7 @@ class Tables:
         """Each segment of ``fund``: the ids of the events it keeps."""
         seen = self.seen[self.home(fund)]
         return {
-            key: [event[0] for event in codec.decode_fill_segment(fund, seen[key])]
+            key: [event.event_id for event in codec.decode_fill_segment(fund, seen[key])]
             for key in self.segment_keys(fund)
         }
 

@@ -379,7 +379,7 @@ def test_operations_weigh_more_than_fills_in_a_segment_and_keys_follow_the_seque
     first_sequences = [int(key.partition(b"/")[2]) for key in segments]
     sizes = [len(ids) for ids in segments.values()]
     assert first_sequences == [1, 1 + sizes[0]]
-    assert [event_id for ids in segments.values() for event_id in ids] == [event[0] for event in events]
+    assert [event_id for ids in segments.values() for event_id in ids] == [event.event_id for event in events]
     for ids in segments.values():  # an operation's row counts as OPERATION_WEIGHT fills
         assert (
             sum(1 if event_id.startswith("usdt-") else OPERATION_WEIGHT for event_id in ids) <= SEGMENT_FILLS
