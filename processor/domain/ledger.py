@@ -53,22 +53,11 @@ def pack_texts(
     Every field but the last two is free of the separator (numbers, enums, fund ids); the two
     free-form strings go last, the first one's length in front, so any text survives.
     """
-    return _SEPARATOR.join(
-        (
-            timestamp,
-            currency,
-            side,
-            contract_type,
-            contract_size,
-            bankruptcy_price,
-            fill_price,
-            quantity,
-            unfilled_quantity,
-            fee,
-            version,
-            str(len(liquidation_id)),
-            liquidation_id + symbol,
-        )
+    # one f-string: the texts are copied once, with no tuple to build and join
+    return (
+        f"{timestamp}\x1f{currency}\x1f{side}\x1f{contract_type}\x1f{contract_size}\x1f{bankruptcy_price}"
+        f"\x1f{fill_price}\x1f{quantity}\x1f{unfilled_quantity}\x1f{fee}\x1f{version}\x1f{len(liquidation_id)}"
+        f"\x1f{liquidation_id}{symbol}"
     ).encode()
 
 
@@ -247,8 +236,12 @@ class DuplicateWindow:
         self._late.clear()
 
     def get(self, fill_id: str) -> Applied | None:
-        packed = self._fills.get(fill_id.encode())
-        return unpack(fill_id, packed) if packed is not None else None
+        return self.get_key(fill_id.encode())
+
+    def get_key(self, key: bytes) -> Applied | None:
+        """``get`` by the id's UTF-8 bytes (``Ledger.fold`` encodes an id once for both look-ups)."""
+        packed = self._fills.get(key)
+        return unpack(key.decode(), packed) if packed is not None else None
 
     def remember(self, fill: LiquidationFill) -> None:
         self.remember_packed(fill.fill_id, fill.timestamp, pack_fill(fill))
@@ -258,7 +251,11 @@ class DuplicateWindow:
 
     def remember_packed(self, fill_id: str, timestamp: int, packed: bytes) -> None:
         """Remember a fill already packed (restoring from the changelog packs without decimals)."""
-        key = fill_id.encode()  # as bytes: 16 B less than a str, for every fill of the window
+        self.remember_key(fill_id.encode(), timestamp, packed)
+
+    def remember_key(self, key: bytes, timestamp: int, packed: bytes) -> None:
+        """``remember_packed`` by the id's UTF-8 bytes: 16 B less than a str, for every fill of the
+        window."""
         self._fills[key] = packed
         if timestamp >= self._tail_timestamp:
             self._expiry_timestamps.append(timestamp)
@@ -351,7 +348,8 @@ class Ledger:
             state = FundState.opened(fund, policy)
         if window is None:
             window = self.open_window(fund)
-        outcome = apply(state, fill, policy, window.get(fill.fill_id))
+        key = fill.fill_id.encode()
+        outcome = apply(state, fill, policy, window.get_key(key))
         if policy.drawdown is not None and outcome.delta is not None:
             outcome = self._watch(fund, policy.drawdown, outcome)
         self.funds[fund] = outcome.state
@@ -363,7 +361,7 @@ class Ledger:
             if outcome.delta is not None:
                 entries.append(fill)
         if outcome.delta is not None:
-            window.remember_packed(fill.fill_id, fill.timestamp, packed or pack_fill(fill))
+            window.remember_key(key, fill.timestamp, packed or pack_fill(fill))
         return outcome
 
     def operate(self, operation: FundOperation, currency: str) -> Outcome:
