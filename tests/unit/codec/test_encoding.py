@@ -435,13 +435,14 @@ def test_encode_fill_drops_unknown_fields() -> None:
 AWKWARD_TEXTS = ['"', "\\", "\x00", "\x1f", "\x7f", "é", "\u2028", "emoji \U0001f600", 'a"b\\c\nd', "x" * 100]
 
 
-def test_the_delta_writer_writes_the_reference_document_for_every_kind_of_fill() -> None:
-    """``encode_delta`` writes text, not a dictionary: it must equal ``orjson.dumps`` of
-    ``delta_document`` byte for byte, for ids and symbols that need escaping, every contract type,
-    surpluses, losses, zero and tiny amounts, other precisions and pools of the fund."""
+def test_the_writers_write_the_reference_documents_for_every_kind_of_fill() -> None:
+    """``encode_delta`` and ``encode_trigger`` write text, not a dictionary: they must equal
+    ``orjson.dumps`` of ``delta_document`` and ``trigger_document`` byte for byte, for ids and
+    symbols that need escaping, every contract type, surpluses, losses, zero and tiny amounts, and
+    other precisions."""
     rules = FundRules(precision={"BTC": 10, "ETH": 2}, initial_balance={"USDT": D("1000")})
     ledger = Ledger(rules)
-    deltas = []
+    deltas, triggers = [], []
     for number, simulated in enumerate(simulated_fills(20_000, 5)):
         text = AWKWARD_TEXTS[number % len(AWKWARD_TEXTS)]
         document = dict(simulated)
@@ -452,6 +453,8 @@ def test_the_delta_writer_writes_the_reference_document_for_every_kind_of_fill()
         outcome = ledger.fold(decoded)
         if outcome.delta is not None:
             deltas.append(outcome.delta)
+        if outcome.trigger is not None:
+            triggers.append(outcome.trigger)
     for fill_fee, price in [("0", "28000"), ("0.000000001", "28000.000000001"), ("5E-9", "27999.99999999")]:
         outcome = ledger.fold(make_fill(fill_id=f"tiny-{fill_fee}", fee=D(fill_fee), fill_price=D(price)))
         assert outcome.delta is not None
@@ -460,6 +463,11 @@ def test_the_delta_writer_writes_the_reference_document_for_every_kind_of_fill()
     assert {delta.type for delta in deltas} == {"liquidation_surplus", "bankruptcy_loss"}
     for delta in deltas:
         assert codec.encode_delta(delta) == orjson.dumps(codec.delta_document(delta)), delta
+    assert len(triggers) > 1_000
+    assert {trigger.reason for trigger in triggers} == {"insufficient_fund", "no_liquidity"}
+    for trigger in triggers:
+        policy = ledger.policy(trigger.fund)
+        assert codec.encode_trigger(trigger, policy) == orjson.dumps(codec.trigger_document(trigger, policy))
 
 
 def test_the_delta_writer_reuses_a_text_only_for_the_very_same_number() -> None:
