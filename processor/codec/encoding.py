@@ -103,6 +103,18 @@ _dumps: Final = orjson.dumps
 #: saves writing the same number again.
 _LAST_SHORTFALL: Final[list[tuple[Any, str]]] = [(None, "")]
 _LAST_AFTER: Final[list[tuple[Any, str]]] = [(None, "")]
+#: The last liquidation id quoted, with its JSON text: a liquidation's fills mostly come one after
+#: another. Matched by equality (a text's quoting depends on its characters only).
+_LAST_LIQUIDATION: Final[list[tuple[str, str]]] = [("", '""')]
+
+
+def _quoted_liquidation(liquidation_id: str) -> str:
+    last = _LAST_LIQUIDATION[0]
+    if liquidation_id == last[0]:
+        return last[1]
+    quoted = _dumps(liquidation_id).decode()
+    _LAST_LIQUIDATION[0] = (liquidation_id, quoted)
+    return quoted
 
 
 def _quoted(text: str) -> str:
@@ -146,7 +158,7 @@ def encode_delta(delta: FundDelta) -> bytes:
     key = _dumps(fill_id).decode()
     return (
         f'{{"delta_id":{key},"fund":{_quoted(fund)},"margin_currency":{_quoted(margin_currency)},'
-        f'"symbol":{_quoted(symbol)},"liquidation_id":{_dumps(liquidation_id).decode()},'
+        f'"symbol":{_quoted(symbol)},"liquidation_id":{_quoted_liquidation(liquidation_id)},'
         f'"fill_id":{key},"type":"{delta_type}","gross_pnl":"{gross_text}","fee":"{fee_text}",'
         f'"net":"{net_text}","amount":"{paid_text}","shortfall":"{shortfall_text}",'
         f'"balance_before":"{before_text}","balance_after":"{after_text}","sequence":{sequence},'
@@ -281,7 +293,7 @@ def encode_trigger(trigger: AdlTrigger, policy: FundPolicy) -> bytes:
     return (
         f'{{"trigger_id":{_dumps(trigger.trigger_id).decode()},"fund":{_quoted(trigger.fund)},'
         f'"margin_currency":{_quoted(trigger.margin_currency)},"symbol":{_quoted(trigger.symbol)},'
-        f'"liquidation_id":{_dumps(trigger.liquidation_id).decode()},'
+        f'"liquidation_id":{_quoted_liquidation(trigger.liquidation_id)},'
         f'"fill_id":{_dumps(trigger.fill_id).decode()},"reason":"{trigger.reason}",'
         f'"liquidated_side":"{trigger.liquidated_side}","deleverage_side":"{trigger.deleverage_side}",'
         f'"bankruptcy_price":"{_exact(trigger.bankruptcy_price, policy)}",'
