@@ -96,33 +96,20 @@ def apply(state: FundState, fill: LiquidationFill, policy: FundPolicy, applied: 
             return Outcome(state._replace(duplicates=state.duplicates + 1))
         return Outcome(state, conflict=describe_conflict(state.fund, applied, fill))
 
-    fill_id, liquidation_id, symbol, margin_currency = (
-        fill.fill_id,
-        fill.liquidation_id,
-        fill.symbol,
-        fill.margin_currency,
-    )
-    side, contract_type, contract_size = fill.side, fill.contract_type, fill.contract_size
     bankruptcy_price, fill_price, quantity = fill.bankruptcy_price, fill.fill_price, fill.quantity
-    unfilled, fill_fee, timestamp = fill.unfilled_quantity, fill.fee, fill.timestamp
-    fund, balance_before, total_surplus, adl_state = (
-        state.fund,
-        state.balance,
-        state.total_surplus,
-        state.adl_state,
-    )
-    sequence, adl_triggers, by_symbol = state.sequence, state.adl_triggers, state.by_symbol
+    unfilled, side, symbol = fill.unfilled_quantity, fill.side, fill.symbol
+    balance_before, total_surplus, adl_state = state.balance, state.total_surplus, state.adl_state
     quantum, floor, _, zero, _ = policy
 
-    contracts = quantity * contract_size
+    contracts = quantity * fill.contract_size
     move = fill_price - bankruptcy_price if side == "long" else bankruptcy_price - fill_price
-    if contract_type == "linear":
+    if fill.contract_type == "linear":
         gross_exact = move * contracts
     else:
         gross_exact = contracts * move / (bankruptcy_price * fill_price)
     # A rounded -0 becomes the fund's (positive) zero, so no output ever reads "-0.00000000".
     gross_pnl = _quantize(gross_exact, quantum) or zero
-    fee = _quantize(fill_fee, quantum)
+    fee = _quantize(fill.fee, quantum)
     net = gross_pnl - fee
 
     delta_type: DeltaType
@@ -143,14 +130,14 @@ def apply(state: FundState, fill: LiquidationFill, policy: FundPolicy, applied: 
         amount = zero - paid
         shortfall = loss - paid
     balance_after = balance_before + amount
-    sequence += 1
+    sequence = state.sequence + 1
 
     delta = FundDelta(
-        fund,
-        margin_currency,
+        state.fund,
+        fill.margin_currency,
         symbol,
-        liquidation_id,
-        fill_id,
+        fill.liquidation_id,
+        fill.fill_id,
         delta_type,
         gross_pnl,
         fee,
@@ -160,10 +147,11 @@ def apply(state: FundState, fill: LiquidationFill, policy: FundPolicy, applied: 
         balance_before,
         balance_after,
         sequence,
-        timestamp,
+        fill.timestamp,
     )
 
     trigger: AdlTrigger | None = None
+    adl_triggers = state.adl_triggers
     if shortfall or unfilled:
         reason: AdlReason
         if shortfall:
@@ -174,11 +162,11 @@ def apply(state: FundState, fill: LiquidationFill, policy: FundPolicy, applied: 
             reason = "no_liquidity"
             adl_quantity = unfilled
         trigger = AdlTrigger(
-            fund,
-            margin_currency,
+            state.fund,
+            fill.margin_currency,
             symbol,
-            liquidation_id,
-            fill_id,
+            fill.liquidation_id,
+            fill.fill_id,
             reason,
             side,
             OPPOSITE_SIDE[side],
@@ -188,14 +176,14 @@ def apply(state: FundState, fill: LiquidationFill, policy: FundPolicy, applied: 
             shortfall,
             balance_after,
             sequence,
-            timestamp,
+            fill.timestamp,
         )
         adl_triggers += 1
 
-    by_symbol = dict(by_symbol)
+    by_symbol = dict(state.by_symbol)
     by_symbol[symbol] = by_symbol.get(symbol, zero) + amount
     new_state = FundState(
-        fund,
+        state.fund,
         balance_after,
         total_surplus,
         state.total_paid + paid,
@@ -204,7 +192,7 @@ def apply(state: FundState, fill: LiquidationFill, policy: FundPolicy, applied: 
         state.duplicates,
         adl_triggers,
         sequence,
-        timestamp,
+        fill.timestamp,
         by_symbol,
         state.operations,
         state.total_top_ups,
