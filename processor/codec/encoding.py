@@ -57,15 +57,12 @@ def _fixed(value: Decimal, text: str) -> str:
     return _FIXED_ZEROS.get(text) or format(value, "f")
 
 
-_quantize: Final = EXACT.quantize  # rounds half to even, with no keywords to parse
-
-
 def _exact(value: Decimal, policy: FundPolicy) -> str:
     """Fixed-point text with the fund's places, or more when the value needs them to stay exact.
 
     The text depends on the value only: 2.5, "2.50" and "2.5000000000" all render "2.50000000".
     """
-    rounded = _quantize(value, policy.quantum)
+    rounded = policy.q(value)
     return amount_text(rounded) if rounded == value else format(value.normalize(EXACT), "f")
 
 

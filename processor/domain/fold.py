@@ -20,10 +20,8 @@ from processor.domain.events import (
 )
 from processor.domain.record import Record
 from processor.domain.state import EXACT, FundPolicy, FundState
+from processor.domain.state import quantize as _quantize
 
-# The context's own quantize: ``EXACT`` rounds half to even, and parsing two positional arguments costs
-# less than ``Decimal.quantize``'s keywords. ``apply`` runs in ``EXACT`` either way.
-_quantize: Final = EXACT.quantize
 _EXACT: Final = EXACT  # Final: compiled, a constant rather than a look-up of the module's globals
 
 
