@@ -8,6 +8,8 @@ import time
 from collections.abc import Callable, Sequence
 from typing import Any, Final
 
+from mypy_extensions import mypyc_attr
+
 from processor import codec
 from processor.codec import FillDecoder, Rejection
 from processor.codec.encoding import encode_adl_state, encode_delta, encode_trigger  # compiled: direct calls
@@ -22,6 +24,7 @@ SOURCE_KEY_SUMMARY_HEADER = "insurance-fund-source-key-summary"
 Headers = Sequence[tuple[str, bytes]]
 
 
+@mypyc_attr(acyclic=True, free_list_len=1)
 class Emitted(Record):
     """The encoded outputs of one input message.
 

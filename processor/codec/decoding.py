@@ -8,7 +8,7 @@ import json
 from collections.abc import Callable, Mapping
 from decimal import Decimal
 from pathlib import Path
-from typing import Any, Final, NamedTuple
+from typing import Annotated, Any, Final, Literal, NamedTuple
 
 import msgspec
 import orjson
@@ -215,14 +215,15 @@ class _DecimalField:
             within += 1
         self.within = within
 
-    def accept(self, value: Any) -> tuple[Decimal, str] | None:
+    def accept(self, value: Any, plain: bool) -> tuple[Decimal, str] | None:
         """The number and text of a value (a text not in the cache, or the default for null); or
         ``None``, also for any number: the fast path's parser reads integers beyond 64 bits exactly
-        where orjson, the reference path's, reads a float, so only the reference path judges numbers."""
+        where orjson, the reference path's, reads a float, so only the reference path judges numbers.
+        ``plain``: the value is known to be ASCII (its message is, and has no escapes)."""
         if (
             type(value) is str
             and len(value) <= self.short
-            and value.isascii()
+            and (plain or value.isascii())
             and value.replace(".", "", 1).isdigit()
         ):
             number = _read_decimal(value)
@@ -245,6 +246,12 @@ class _DecimalField:
                 cache.clear()
             cache[value] = accepted
         return accepted
+
+
+def _literal(values: list[Any]) -> Any:
+    """The parser's type for a schema enum (``None`` among its values: null, or absent)."""
+    literal: Any = Literal  # built from the schema's values, which a type checker cannot see
+    return literal[tuple(values)]
 
 
 def _fast_path(
@@ -270,11 +277,7 @@ def _fast_path(
     # their strings (less to keep in the duplicate window) and hash them once.
     currencies: dict[Any, str] = {}
     symbols: dict[Any, str] = {}
-    sides = {side: side for side in properties["side"]["enum"] if side is not None}
-    contract_types = {kind: kind for kind in properties["contract_type"]["enum"] if kind is not None}
-    contract_types[None] = fields["contract_type"].default  # absent or null: the default
-    timestamp_minimum = properties["timestamp"].get("minimum", 0)
-    timestamp_maximum = properties["timestamp"].get("maximum", 1 << 63)
+    contract_type_default = fields["contract_type"].default  # absent or null: the default
     # Sizes, bankruptcy prices (shared by a liquidation's fills) and quantities repeat; the exit
     # price and the fee of a fill are nearly always new, so caching them would only cost.
     contract_size = _DecimalField(fields["contract_size"], cached=True)
@@ -288,8 +291,26 @@ def _fast_path(
     # The message parsed straight into the fill's fields (and ``type``), in that order: no dictionary
     # built and searched. Absent and null both read None, as ``document.get`` does; unknown fields are
     # skipped; of a repeated key the last counts, as with orjson (the reference path's parser).
+    # The enums, the timestamp's range, the version and the type are checked by the parser itself:
+    # a value outside them is a ValidationError (the careful path then decides), and an enum's value
+    # comes back as the schema's own string, so no text is made or looked up for it.
+    timestamp_rule = properties["timestamp"]
+    checked: dict[str, Any] = {
+        "side": _literal(properties["side"]["enum"]),
+        "contract_type": _literal(properties["contract_type"]["enum"]),
+        "timestamp": Annotated[
+            int,
+            msgspec.Meta(
+                ge=timestamp_rule.get("minimum", 0), le=timestamp_rule.get("maximum", (1 << 63) - 1)
+            ),
+        ],
+        "version": _literal([_SUPPORTED_VERSION, None]),
+        "type": _literal([FILL_TYPE, None]),
+    }
     message = msgspec.defstruct(
-        "FillMessage", [(name, Any, None) for name in (*LiquidationFill._fields, "type")], gc=False
+        "FillMessage",
+        [(name, checked.get(name, Any), None) for name in (*LiquidationFill._fields, "type")],
+        gc=False,
     )
     parse, values = msgspec.json.Decoder(message).decode, msgspec.structs.astuple
 
@@ -298,14 +319,17 @@ def _fast_path(
             return None
         try:
             # msgspec skips unknown fields without checking their UTF-8, which orjson refuses
-            if not data.isascii():
+            if data.isascii():
+                plain = b"\\" not in data  # no escape either: every text in it is ASCII
+            else:
                 data.decode()  # not UTF-8: a ValueError
+                plain = False
             (
                 fill_id,
                 liquidation_id,
                 symbol,
                 currency,
-                side_value,
+                side,
                 contract_type_value,
                 size_value,
                 bankruptcy_value,
@@ -314,13 +338,9 @@ def _fast_path(
                 unfilled_value,
                 fee_value,
                 timestamp,
-                version,
-                kind,
+                _,  # the version: 1 or None, by the parser
+                _,  # the type: the fill's or None
             ) = values(parse(data))
-            if version is not None and (type(version) is not int or version != _SUPPORTED_VERSION):
-                return None
-            if kind is not None and kind != FILL_TYPE:  # an operation, or a bad type
-                return None
             if (
                 type(fill_id) is not str
                 or not fill_id_min <= len(fill_id) <= fill_id_max
@@ -341,32 +361,29 @@ def _fast_path(
                     known_currency = currencies[currency] = currency_check(currency)
                 except _FieldError:
                     return None
-            side = sides.get(side_value)
-            contract_type = contract_types.get(contract_type_value)
-            if (
-                side is None
-                or contract_type is None
-                or type(timestamp) is not int
-                or not timestamp_minimum <= timestamp <= timestamp_maximum
-            ):
+            if side is None or timestamp is None:  # absent: the parser leaves a required field None
                 return None
+            contract_type = contract_type_value if contract_type_value is not None else contract_type_default
             # A cache lookup per decimal; only a text never seen before pays for the check.
             size = contract_sizes.get(size_value)
-            if size is None and (size := contract_size.accept(size_value)) is None:
+            if size is None and (size := contract_size.accept(size_value, plain)) is None:
                 return None
             bankruptcy = bankruptcy_prices.get(bankruptcy_value)
-            if bankruptcy is None and (bankruptcy := bankruptcy_price.accept(bankruptcy_value)) is None:
+            if (
+                bankruptcy is None
+                and (bankruptcy := bankruptcy_price.accept(bankruptcy_value, plain)) is None
+            ):
                 return None
-            price = fill_price.accept(price_value)
+            price = fill_price.accept(price_value, plain)
             if price is None:
                 return None
             closed = quantities.get(quantity_value)
-            if closed is None and (closed := quantity.accept(quantity_value)) is None:
+            if closed is None and (closed := quantity.accept(quantity_value, plain)) is None:
                 return None
             unfilled = unfilled_quantities.get(unfilled_value)
-            if unfilled is None and (unfilled := unfilled_quantity.accept(unfilled_value)) is None:
+            if unfilled is None and (unfilled := unfilled_quantity.accept(unfilled_value, plain)) is None:
                 return None
-            cost = fee.accept(fee_value)
+            cost = fee.accept(fee_value, plain)
             if cost is None:
                 return None
         except (msgspec.MsgspecError, ValueError, TypeError, RecursionError):

@@ -57,11 +57,29 @@ def _fixed(value: Decimal, text: str) -> str:
     return _FIXED_ZEROS.get(text) or format(value, "f")
 
 
+#: Each quantum's number of places (``FundPolicy.precision`` reads the quantum's tuple: slow).
+_PLACES: Final[dict[Decimal, int]] = {}
+_ZEROS: Final = "0" * 64
+
+
 def _exact(value: Decimal, policy: FundPolicy) -> str:
     """Fixed-point text with the fund's places, or more when the value needs them to stay exact.
 
     The text depends on the value only: 2.5, "2.50" and "2.5000000000" all render "2.50000000".
+    A plain text with no more places than the fund's is that text with zeros added (what rounding
+    it and writing the rounded value gives, cheaper); anything else is rounded and compared.
     """
+    places = _PLACES.get(policy.quantum)
+    if places is None:
+        places = _PLACES[policy.quantum] = policy.precision
+    text = str(value)
+    if "E" not in text and places <= 64:
+        point = text.find(".")
+        shown = 0 if point < 0 else len(text) - point - 1
+        if shown == places:
+            return text
+        if shown < places:
+            return f"{text}{'.' if point < 0 else ''}{_ZEROS[: places - shown]}"
     rounded = policy.q(value)
     return amount_text(rounded) if rounded == value else format(value.normalize(EXACT), "f")
 
@@ -287,11 +305,12 @@ def encode_adl_state(change: AdlStateChange) -> bytes:
 def encode_trigger(trigger: AdlTrigger, policy: FundPolicy) -> bytes:
     """``orjson.dumps(trigger_document(trigger, policy))``, byte for byte, written as text as
     ``encode_delta`` writes (the reason and sides are names that need no escaping)."""
+    fill_key = _dumps(trigger.fill_id).decode()  # the trigger's id is "adl-" and the fill's
     return (
-        f'{{"trigger_id":{_dumps(trigger.trigger_id).decode()},"fund":{_quoted(trigger.fund)},'
+        f'{{"trigger_id":"adl-{fill_key[1:]},"fund":{_quoted(trigger.fund)},'
         f'"margin_currency":{_quoted(trigger.margin_currency)},"symbol":{_quoted(trigger.symbol)},'
         f'"liquidation_id":{_quoted_liquidation(trigger.liquidation_id)},'
-        f'"fill_id":{_dumps(trigger.fill_id).decode()},"reason":"{trigger.reason}",'
+        f'"fill_id":{fill_key},"reason":"{trigger.reason}",'
         f'"liquidated_side":"{trigger.liquidated_side}","deleverage_side":"{trigger.deleverage_side}",'
         f'"bankruptcy_price":"{_exact(trigger.bankruptcy_price, policy)}",'
         f'"quantity":"{_exact(trigger.quantity, policy)}",'

@@ -11,6 +11,8 @@ from __future__ import annotations
 from decimal import Decimal
 from typing import Final, Literal
 
+from mypy_extensions import mypyc_attr
+
 from processor.domain.record import Record
 
 Side = Literal["long", "short"]
@@ -22,6 +24,7 @@ AdlReason = Literal["insufficient_fund", "no_liquidity", "fund_drawdown"]
 OPPOSITE_SIDE: dict[str, Side] = {"long": "short", "short": "long"}
 
 
+@mypyc_attr(acyclic=True, free_list_len=1)
 class LiquidationFill(Record):
     """One fill of a taken-over position, closed in the market by the liquidation engine."""
 
@@ -81,6 +84,7 @@ class LiquidationFill(Record):
         return self.fill_id
 
 
+@mypyc_attr(acyclic=True, free_list_len=1)
 class FundOperation(Record):
     """A treasury top-up or withdrawal of one fund (SPEC section 8)."""
 
@@ -125,6 +129,7 @@ class FundOperation(Record):
         return self.operation_id
 
 
+@mypyc_attr(acyclic=True, free_list_len=1)
 class FundDelta(Record):
     """The change one accepted fill made to its fund (possibly zero)."""
 
@@ -186,6 +191,7 @@ class FundDelta(Record):
         return self.fill_id
 
 
+@mypyc_attr(acyclic=True, free_list_len=1)
 class OperationDelta(Record):
     """The change one applied top-up or withdrawal made to its fund; ``amount`` is signed."""
 
@@ -238,6 +244,7 @@ class OperationDelta(Record):
         return self.operation_id
 
 
+@mypyc_attr(acyclic=True, free_list_len=1)
 class AdlStateChange(Record):
     """A fund moved between ``normal`` and ``drawdown`` (SPEC section 9) after delta ``sequence``."""
 
@@ -280,6 +287,7 @@ class AdlStateChange(Record):
         self.timestamp: Final = timestamp
 
 
+@mypyc_attr(acyclic=True, free_list_len=1)
 class AdlTrigger(Record):
     """A request to auto-deleverage what the fund or the market could not absorb."""
 

@@ -7,6 +7,8 @@ from contextlib import contextmanager
 from decimal import Context, Decimal, getcontext, setcontext
 from typing import Final
 
+from mypy_extensions import mypyc_attr
+
 from processor.domain.events import (
     OPPOSITE_SIDE,
     AdlReason,
@@ -29,6 +31,7 @@ _EXACT: Final = EXACT  # Final: compiled, a constant rather than a look-up of th
 Applied = LiquidationFill | FundOperation
 
 
+@mypyc_attr(acyclic=True, free_list_len=1)
 class Outcome(Record):
     """What one fill or operation did to its fund.
 
@@ -110,7 +113,10 @@ def apply(state: FundState, fill: LiquidationFill, policy: FundPolicy, applied: 
     fee = _quantize(fill.fee, quantum)
     net = gross_pnl - fee
 
+    # Every amount of a fund has its quantum's exponent, so adding the zero only copies a total:
+    # a total that does not move is kept as it is.
     delta_type: DeltaType
+    total_paid, total_shortfall = state.total_paid, state.total_shortfall
     if net >= zero:
         delta_type = "liquidation_surplus"
         amount = net
@@ -127,6 +133,10 @@ def apply(state: FundState, fill: LiquidationFill, policy: FundPolicy, applied: 
             paid = (loss if loss < available else available) if available > zero else zero
         amount = zero - paid
         shortfall = loss - paid
+        if paid:
+            total_paid += paid
+        if shortfall:
+            total_shortfall += shortfall
     balance_after = balance_before + amount
     sequence = state.sequence + 1
 
@@ -184,8 +194,8 @@ def apply(state: FundState, fill: LiquidationFill, policy: FundPolicy, applied: 
         state.fund,
         balance_after,
         total_surplus,
-        state.total_paid + paid,
-        state.total_shortfall + shortfall,
+        total_paid,
+        total_shortfall,
         state.fills + 1,
         state.duplicates,
         adl_triggers,

@@ -341,7 +341,9 @@ class Ledger:
             if route is None
             else route(fill.margin_currency, fill.symbol, fill.timestamp)
         )
-        policy = self._policies.get(fund) or self.policy(fund)
+        policy = self._policies.get(fund)
+        if policy is None:
+            policy = self.policy(fund)
         state = self.funds.get(fund)
         window = self.windows.get(fund)
         if state is None:

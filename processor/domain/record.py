@@ -8,9 +8,12 @@ from __future__ import annotations
 from collections.abc import Iterator
 from typing import Any, ClassVar, TypeVar
 
+from mypy_extensions import mypyc_attr
+
 R = TypeVar("R", bound="Record")
 
 
+@mypyc_attr(acyclic=True)
 class Record:
     """A subclass lists its attributes in ``_fields`` (also its ``__slots__``) and sets each once, in
     ``__init__``, as ``Final``: compiled, an attribute cannot be set again; interpreted, mypy says so."""

@@ -6,6 +6,8 @@ from collections.abc import Mapping
 from decimal import ROUND_HALF_EVEN, Context, Decimal
 from typing import Final, NamedTuple
 
+from mypy_extensions import mypyc_attr
+
 from processor.domain.pools import FundPools
 from processor.domain.record import Record
 
@@ -82,6 +84,7 @@ class FundRules(NamedTuple):
         return FundPolicy(quantum=quantum, floor=floor, initial_balance=initial, zero=zero, drawdown=drawdown)
 
 
+@mypyc_attr(acyclic=True, free_list_len=1)
 class FundState(Record):
     """One insurance fund after the fills and operations folded into it so far (SPEC sections 5, 8).
 

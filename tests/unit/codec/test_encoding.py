@@ -19,7 +19,7 @@ from processor.codec import DeadLetter, FillDecoder, Rejection
 from processor.domain.events import LiquidationFill
 from processor.domain.fold import apply
 from processor.domain.ledger import Ledger
-from processor.domain.state import FundRules, FundState
+from processor.domain.state import EXACT, FundRules, FundState
 from processor.simulate import fills as simulated_fills
 from tests.conftest import EXAMPLES_DIR
 from tests.strategies import BASE_TIMESTAMP, DELETE, FillEvent, fill_events, make_fill, seed_bytes
@@ -244,6 +244,28 @@ def test_trigger_values_with_trailing_zeros_render_with_p_places(decoder: FillDe
     assert trigger["bankruptcy_price"] == "28000.00000000"
     assert trigger["unfilled_quantity"] == "2.50000000"
     assert trigger["quantity"] == "3.50000000"
+
+
+_EXACT_SPELLINGS = [
+    "0", "-0", "0.0", "5", "-5", "5.0", "2.5", "2.50", "2.5000000000", "28000.0591", "0.00000001",
+    "0.000000001", "1E+2", "1e-9", "-1.5", "123456789012345678.123456789012345678", "1E-7", "0E-8",
+    "0E+3", "-0.000", "100", "0.1234567890123456789",
+]  # fmt: skip
+
+
+@pytest.mark.parametrize("places", [0, 1, 2, 8, 10, 18, 40])
+@pytest.mark.parametrize("spelling", _EXACT_SPELLINGS)
+def test_trigger_values_read_as_rounding_defines_them(places: int, spelling: str) -> None:
+    """The trigger writer's ``_exact`` (text padded with zeros when it has few enough places) gives
+    what its definition does: the value rounded to the fund's places and written, when rounding
+    keeps it; else its shortest exact fixed-point text."""
+    from processor.codec.encoding import _exact
+
+    policy = FundRules(default_precision=places).policy_for("USDT")
+    value = D(spelling)
+    rounded = policy.q(value)
+    expected = codec.amount_text(rounded) if rounded == value else format(value.normalize(EXACT), "f")
+    assert _exact(value, policy) == expected
 
 
 def test_dead_letter_keeps_utf8_value_as_text() -> None:
