@@ -113,10 +113,7 @@ def apply(state: FundState, fill: LiquidationFill, policy: FundPolicy, applied: 
     fee = _quantize(fill.fee, quantum)
     net = gross_pnl - fee
 
-    # Every amount of a fund has its quantum's exponent, so adding the zero only copies a total:
-    # a total that does not move is kept as it is.
     delta_type: DeltaType
-    total_paid, total_shortfall = state.total_paid, state.total_shortfall
     if net >= zero:
         delta_type = "liquidation_surplus"
         amount = net
@@ -127,16 +124,17 @@ def apply(state: FundState, fill: LiquidationFill, policy: FundPolicy, applied: 
         delta_type = "bankruptcy_loss"
         loss = -net
         available = balance_before - floor
-        if adl_state == "drawdown":  # SPEC section 9: the state before the fill decides
-            paid = zero
+        # SPEC section 9: in drawdown (the state before the fill decides) the fund pays nothing
+        paying = adl_state != "drawdown"
+        if paying and loss < available:
+            # Covered in full: the fund pays the net loss and nothing is short. These are the numbers
+            # ``zero - paid`` and ``loss - paid`` give, with the same exponent (every amount has the
+            # quantum's), without computing them, and the writer then has their texts already.
+            paid, amount, shortfall = loss, net, zero
         else:
-            paid = (loss if loss < available else available) if available > zero else zero
-        amount = zero - paid
-        shortfall = loss - paid
-        if paid:
-            total_paid += paid
-        if shortfall:
-            total_shortfall += shortfall
+            paid = available if paying and available > zero else zero
+            amount = zero - paid
+            shortfall = loss - paid
     balance_after = balance_before + amount
     sequence = state.sequence + 1
 
@@ -194,8 +192,8 @@ def apply(state: FundState, fill: LiquidationFill, policy: FundPolicy, applied: 
         state.fund,
         balance_after,
         total_surplus,
-        total_paid,
-        total_shortfall,
+        state.total_paid + paid,
+        state.total_shortfall + shortfall,
         state.fills + 1,
         state.duplicates,
         adl_triggers,
