@@ -40,6 +40,17 @@ class ReplayTotals(NamedTuple):
     seconds: float
 
 
+def open_output(path: Path, buffering: int = -1) -> BinaryIO:
+    """Open an output file to write it from empty. A regular file an earlier run left is removed
+    rather than truncated: ext4 writes a file that was truncated and written again back to disk when
+    it is closed (its ``auto_da_alloc`` safeguard for programs that rewrite files in place), ~0.1 s
+    for a 400 MB deltas file, where a new file is written back whenever the kernel chooses. A
+    symlink, a FIFO or a device (``/dev/stdout``) is opened as it is."""
+    if path.is_file() and not path.is_symlink():
+        path.unlink()
+    return path.open("wb", buffering=buffering)
+
+
 class _Sinks:
     """Line writers for the output streams; writes nothing where no file was asked for."""
 
@@ -54,7 +65,7 @@ class _Sinks:
         if path is None:
             return None
         path.parent.mkdir(parents=True, exist_ok=True)
-        return stack.enter_context(path.open("wb", buffering=1 << 20))
+        return stack.enter_context(open_output(path, 1 << 20))
 
     def write(
         self, deltas: list[bytes], triggers: list[bytes], dead_letters: list[bytes], states: list[bytes]

@@ -31,7 +31,15 @@ from processor.config import InputError, Settings
 from processor.domain.ledger import Ledger
 from processor.domain.state import FundState
 from processor.pipeline import Emitted, Pipeline, wall_clock_ms
-from processor.replay import OutputFiles, Progress, Recorder, ReplayTotals, recording, write_state
+from processor.replay import (
+    OutputFiles,
+    Progress,
+    Recorder,
+    ReplayTotals,
+    open_output,
+    recording,
+    write_state,
+)
 from processor.stream.connect import wait_for_broker
 from processor.stream.kafka import client_options, partition_counts
 from processor.stream.parallel import Control, PartitionRange, balance, fold_in_parallel
@@ -466,7 +474,7 @@ def _join(task: _ReplayTask, partitions: Sequence[int]) -> None:
         if path is None or name == "state":
             continue
         path.parent.mkdir(parents=True, exist_ok=True)
-        with path.open("wb", buffering=0) as joined:
+        with open_output(path, buffering=0) as joined:
             for partition in partitions:
                 share = getattr(task.partition_files(partition), name)
                 if share.exists():
