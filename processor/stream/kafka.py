@@ -157,7 +157,15 @@ async def prepare_topics(settings: Settings) -> dict[str, int]:
         existing = set(await admin.list_topics())
         partitions = settings.partitions
         if settings.input_topic in existing:
-            partitions = (await _partition_counts(admin, [settings.input_topic]))[settings.input_topic]
+            # A topic just created, or a cluster just started, can be listed and described without
+            # partitions for a while: wait for its count, as for the topics created here, rather than
+            # create the others with none.
+            described = await _partition_counts(
+                admin, [settings.input_topic], created=True, deadline=deadline
+            )
+            partitions = described[settings.input_topic]
+            if not partitions:
+                raise _undescribed(settings, [settings.input_topic])
         wanted = [
             settings.input_topic,
             repartition_topic(settings),
@@ -188,14 +196,18 @@ async def prepare_topics(settings: Settings) -> dict[str, int]:
         counts = await _partition_counts(admin, every, created=True, deadline=deadline)
         absent = [name for name in every if counts[name] == 0]
         if absent:
-            raise BrokerError(
-                f"the broker at {settings.bootstrap_servers} (KAFKA_BOOTSTRAP_SERVERS) does not describe"
-                f" the topic(s) {', '.join(absent)} {TOPIC_WAIT_SECONDS:.0f} s after they were created;"
-                " is its controller quorum healthy?"
-            )
+            raise _undescribed(settings, absent)
         return counts
     finally:
         await admin.close()
+
+
+def _undescribed(settings: Settings, topics: list[str]) -> BrokerError:
+    return BrokerError(
+        f"the broker at {settings.bootstrap_servers} (KAFKA_BOOTSTRAP_SERVERS) does not describe"
+        f" the topic(s) {', '.join(topics)} with partitions within {TOPIC_WAIT_SECONDS:.0f} s;"
+        " is its controller quorum healthy?"
+    )
 
 
 async def _create(

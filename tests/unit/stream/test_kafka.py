@@ -126,3 +126,67 @@ def test_a_client_not_allowed_to_create_topics_is_told_which_acl_to_grant() -> N
         "the broker at b1:9092 does not allow this client to create the topic dlq (CREATE ACL on the"
         " topic or the cluster): grant it, or create the topics beforehand"
     )
+
+
+class SlowMetadata:
+    """An admin client of a cluster where the input topic exists but is described without partitions
+    for its first ``blank`` descriptions (a cluster just started); every other topic is created here."""
+
+    def __init__(self, settings: Settings, blank: int, partitions: int = 4) -> None:
+        self.input = settings.input_topic
+        self.blank = blank
+        self.partitions = partitions
+        self.created: dict[str, int] = {}
+
+    async def start(self) -> None:
+        pass
+
+    async def close(self) -> None:
+        pass
+
+    async def list_topics(self) -> list[str]:
+        return [self.input]
+
+    async def describe_topics(self, topics: list[str]) -> list[dict[str, Any]]:
+        described = []
+        for topic in topics:
+            count = self.partitions if topic != self.input else 0 if self.blank > 0 else self.partitions
+            if topic == self.input:
+                self.blank -= 1
+            described.append({"topic": topic, "partitions": [{"partition": n} for n in range(count)]})
+        return described
+
+    async def create_topics(self, topics: list[NewTopic]) -> Any:
+        self.created.update({topic.name: topic.num_partitions for topic in topics})
+        return SimpleNamespace(topic_errors=[(topic.name, 0, None) for topic in topics])
+
+    async def describe_cluster(self) -> dict[str, Any]:
+        return {"brokers": [{"node_id": 1}]}
+
+
+def prepare(monkeypatch: pytest.MonkeyPatch, admin: SlowMetadata, settings: Settings) -> dict[str, int]:
+    monkeypatch.setattr(kafka, "AIOKafkaAdminClient", lambda **_: admin)
+    return asyncio.run(kafka.prepare_topics(settings))
+
+
+def test_an_input_topic_described_without_partitions_at_first_is_waited_for(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    settings = Settings(bootstrap_servers="b1:9092", replication_factor=1)
+    admin = SlowMetadata(settings, blank=3, partitions=6)
+    counts = prepare(monkeypatch, admin, settings)
+    assert set(admin.created.values()) == {6}  # never 0: the outputs get the input's count
+    assert settings.deltas_topic in admin.created
+    assert counts[settings.input_topic] == 6
+
+
+def test_an_input_topic_never_described_with_partitions_ends_the_command(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    settings = Settings(bootstrap_servers="b1:9092", replication_factor=1)
+    admin = SlowMetadata(settings, blank=10**9)
+    monkeypatch.setattr(kafka, "TOPIC_WAIT_SECONDS", 0.3)
+    with pytest.raises(kafka.BrokerError) as raised:
+        prepare(monkeypatch, admin, settings)
+    assert f"does not describe the topic(s) {settings.input_topic} with partitions" in str(raised.value)
+    assert admin.created == {}  # nothing created with 0 partitions
