@@ -328,8 +328,8 @@ def main() -> None:
     parser.add_argument("--window-count", type=int, default=300_000, help="fills in the window benchmark")
     parser.add_argument("--probe", choices=("core", "window", "topic"), help=argparse.SUPPRESS)  # JSON
     args = parser.parse_args()
+    bootstrap = os.environ.get("KAFKA_BOOTSTRAP_SERVERS", "127.0.0.1:9092")
     if args.probe == "topic":  # before anything is generated: the replays' parent stays small
-        bootstrap = os.environ.get("KAFKA_BOOTSTRAP_SERVERS", "127.0.0.1:9092")
         with tempfile.TemporaryDirectory() as scratch:
             rates = asyncio.run(topic_replay_rates(bootstrap, args.count, Path(scratch), args.rounds))
         print(json.dumps([seconds for _, seconds in rates]))
@@ -353,7 +353,6 @@ def main() -> None:
         replay = file_replay(path, Path(scratch) / "out")
     topic: list[tuple[str, float]] = []
     topic_count = args.topic_count or args.count
-    bootstrap = os.environ.get("KAFKA_BOOTSTRAP_SERVERS", "127.0.0.1:9092")
     skipped = "--skip-topic" if args.skip_topic else broker_problem(bootstrap)
     if skipped is None:
         topic = topic_probe(topic_count, args.rounds)

@@ -45,7 +45,8 @@ def open_output(path: Path, buffering: int = -1) -> BinaryIO:
     rather than truncated: ext4 writes a file that was truncated and written again back to disk when
     it is closed (its ``auto_da_alloc`` safeguard for programs that rewrite files in place), ~0.1 s
     for a 400 MB deltas file, where a new file is written back whenever the kernel chooses. A
-    symlink, a FIFO or a device (``/dev/stdout``) is opened as it is."""
+    symlink, a FIFO or a device (``/dev/stdout``) is opened as it is. Its directory is made if missing."""
+    path.parent.mkdir(parents=True, exist_ok=True)
     if path.is_file() and not path.is_symlink():
         path.unlink()
     return path.open("wb", buffering=buffering)
@@ -64,7 +65,6 @@ class _Sinks:
     def _open(stack: ExitStack, path: Path | None) -> BinaryIO | None:
         if path is None:
             return None
-        path.parent.mkdir(parents=True, exist_ok=True)
         return stack.enter_context(open_output(path, 1 << 20))
 
     def write(

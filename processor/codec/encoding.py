@@ -12,6 +12,7 @@ import orjson
 
 from processor.codec.decoding import Rejection
 from processor.domain.events import (
+    TRIGGER_ID_PREFIX,
     AdlStateChange,
     AdlTrigger,
     FundDelta,
@@ -59,7 +60,6 @@ def _fixed(value: Decimal, text: str) -> str:
 
 #: Each quantum's number of places (``FundPolicy.precision`` reads the quantum's tuple: slow).
 _PLACES: Final[dict[Decimal, int]] = {}
-_ZEROS: Final = "0" * 64
 
 
 def _exact(value: Decimal, policy: FundPolicy) -> str:
@@ -73,13 +73,13 @@ def _exact(value: Decimal, policy: FundPolicy) -> str:
     if places is None:
         places = _PLACES[policy.quantum] = policy.precision
     text = str(value)
-    if "E" not in text and places <= 64:
+    if "E" not in text:
         point = text.find(".")
         shown = 0 if point < 0 else len(text) - point - 1
         if shown == places:
             return text
         if shown < places:
-            return f"{text}{'.' if point < 0 else ''}{_ZEROS[: places - shown]}"
+            return f"{text}{'.' if point < 0 else ''}{'0' * (places - shown)}"
     rounded = policy.q(value)
     return amount_text(rounded) if rounded == value else format(value.normalize(EXACT), "f")
 
@@ -305,9 +305,9 @@ def encode_adl_state(change: AdlStateChange) -> bytes:
 def encode_trigger(trigger: AdlTrigger, policy: FundPolicy) -> bytes:
     """``orjson.dumps(trigger_document(trigger, policy))``, byte for byte, written as text as
     ``encode_delta`` writes (the reason and sides are names that need no escaping)."""
-    fill_key = _dumps(trigger.fill_id).decode()  # the trigger's id is "adl-" and the fill's
+    fill_key = _dumps(trigger.fill_id).decode()  # the trigger's id is the prefix (plain) and this
     return (
-        f'{{"trigger_id":"adl-{fill_key[1:]},"fund":{_quoted(trigger.fund)},'
+        f'{{"trigger_id":"{TRIGGER_ID_PREFIX}{fill_key[1:]},"fund":{_quoted(trigger.fund)},'
         f'"margin_currency":{_quoted(trigger.margin_currency)},"symbol":{_quoted(trigger.symbol)},'
         f'"liquidation_id":{_quoted_liquidation(trigger.liquidation_id)},'
         f'"fill_id":{fill_key},"reason":"{trigger.reason}",'

@@ -22,6 +22,8 @@ OperationType = Literal["top_up", "withdrawal"]
 AdlReason = Literal["insufficient_fund", "no_liquidity", "fund_drawdown"]
 
 OPPOSITE_SIDE: dict[str, Side] = {"long": "short", "short": "long"}
+#: An ADL trigger's id is this and its fill's id (a fill triggers at most once).
+TRIGGER_ID_PREFIX: Final = "adl-"
 
 
 @mypyc_attr(acyclic=True, free_list_len=1)
@@ -346,4 +348,4 @@ class AdlTrigger(Record):
 
     @property
     def trigger_id(self) -> str:
-        return "adl-" + self.fill_id
+        return TRIGGER_ID_PREFIX + self.fill_id

@@ -473,7 +473,6 @@ def _join(task: _ReplayTask, partitions: Sequence[int]) -> None:
     for name, path in task.outputs._asdict().items():
         if path is None or name == "state":
             continue
-        path.parent.mkdir(parents=True, exist_ok=True)
         with open_output(path, buffering=0) as joined:
             for partition in partitions:
                 share = getattr(task.partition_files(partition), name)
