@@ -25,7 +25,8 @@ $(STAMP): pyproject.toml
 # (or no C compiler) leaves them interpreted: same results, slower.
 NATIVE_SOURCES := processor/codec/decoding.py processor/codec/encoding.py processor/domain/drawdown.py \
                   processor/domain/events.py processor/domain/fold.py processor/domain/ledger.py \
-                  processor/domain/record.py processor/domain/state.py processor/pipeline.py
+                  processor/domain/record.py processor/domain/state.py processor/pipeline.py \
+                  processor/codec/_scan.c
 NATIVE_STAMP := build/native.stamp
 PROCESSOR_COMPILE ?= 1
 
@@ -35,7 +36,7 @@ $(NATIVE_STAMP): $(STAMP) $(NATIVE_SOURCES) processor/native.py setup.py
 	@if [ "$(PROCESSOR_COMPILE)" = 0 ]; then echo "PROCESSOR_COMPILE=0: the hot modules stay interpreted"; \
 	else echo "compiling the hot modules with mypyc ..."; \
 	  PROCESSOR_COMPILE=1 $(PY) setup.py --quiet build_ext --inplace > build/native.log 2>&1 \
-	  && touch $(NATIVE_SOURCES:.py=.cpython-*.so) processor/_native__mypyc.cpython-*.so \
+	  && touch $(patsubst %.c,%.cpython-*.so,$(NATIVE_SOURCES:.py=.cpython-*.so)) processor/_native__mypyc.cpython-*.so \
 	  || { tail -20 build/native.log; echo "warning: mypyc could not compile the hot modules (build/native.log): they stay interpreted"; \
 	       find processor -name "*.cpython-*.so" -delete; }; fi
 	@touch $@

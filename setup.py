@@ -1,4 +1,5 @@
-"""Build the hot modules (``processor.native.HOT_MODULES``) as C extensions with mypyc.
+"""Build the hot modules (``processor.native.HOT_MODULES``) as C extensions with mypyc, and the
+decoder's scanner (``processor/codec/_scan.c``).
 
 Only when asked (``PROCESSOR_COMPILE=1``, as ``make native`` does, with the virtualenv's mypy): a
 plain ``pip install .`` builds the pure-Python package, which gives the same results, slower.
@@ -10,7 +11,7 @@ import os
 import sys
 from pathlib import Path
 
-from setuptools import setup
+from setuptools import Extension, setup
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
@@ -20,10 +21,11 @@ def extensions() -> list:  # type: ignore[type-arg]
         return []
     from mypyc.build import mypycify
 
-    from processor.native import GROUP_NAME, HOT_MODULES, source_path
+    from processor.native import GROUP_NAME, HOT_MODULES, SCANNER, SCANNER_SOURCE, source_path
 
     paths = [str(source_path(name).relative_to(Path.cwd())) for name in HOT_MODULES]
-    return mypycify(paths, group_name=GROUP_NAME, opt_level="3", debug_level="0")
+    scanner = Extension(SCANNER, [SCANNER_SOURCE], extra_compile_args=["-O3"])
+    return [*mypycify(paths, group_name=GROUP_NAME, opt_level="3", debug_level="0"), scanner]
 
 
 setup(ext_modules=extensions())

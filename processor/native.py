@@ -28,6 +28,9 @@ HOT_MODULES = (
 )
 #: The mypyc runtime shared by the compiled modules (one extension beside them).
 GROUP_NAME = "processor._native"
+#: The decoder's scanner, written in C (built with the compiled modules; msgspec scans without it).
+SCANNER = "processor.codec._scan"
+SCANNER_SOURCE = "processor/codec/_scan.c"
 PACKAGE_ROOT = Path(__file__).resolve().parent.parent
 
 
@@ -45,12 +48,22 @@ def compiled_modules() -> list[str]:
     return compiled
 
 
+def scanner_built() -> bool:
+    """Whether the decoder's native scanner is built (``make native``)."""
+    try:
+        importlib.import_module(SCANNER)
+    except ImportError:
+        return False
+    return True
+
+
 def stale_extensions(root: Path = PACKAGE_ROOT) -> list[str]:
-    """Hot modules whose extension is older than their source: Python would import the extension,
-    so an edit of the source would not run until ``make native`` compiles it again."""
+    """Hot modules (and the scanner) whose extension is older than their source: Python would import
+    the extension, so an edit of the source would not run until ``make native`` compiles it again."""
     stale = []
-    for name in HOT_MODULES:
-        source = source_path(name, root)
+    sources = [(name, source_path(name, root)) for name in HOT_MODULES]
+    sources.append((SCANNER, root / SCANNER_SOURCE))
+    for name, source in sources:
         if not source.exists():
             continue
         for suffix in EXTENSION_SUFFIXES:
@@ -63,11 +76,12 @@ def stale_extensions(root: Path = PACKAGE_ROOT) -> list[str]:
 def describe() -> str:
     """One line for benchmarks and logs: which hot modules run compiled."""
     compiled = compiled_modules()
+    scanner = "native scanner" if scanner_built() else "msgspec scanner (the native one is not built)"
     if len(compiled) == len(HOT_MODULES):
-        return "hot modules compiled by mypyc"
+        return f"hot modules compiled by mypyc, {scanner}"
     if not compiled:
-        return "hot modules interpreted (not compiled: `make native`)"
-    return f"hot modules partly compiled: {', '.join(compiled)}"
+        return f"hot modules interpreted (not compiled: `make native`), {scanner}"
+    return f"hot modules partly compiled: {', '.join(compiled)}; {scanner}"
 
 
 class _SourceFinder(MetaPathFinder):

@@ -8,7 +8,7 @@ import json
 from collections.abc import Callable, Mapping
 from decimal import Decimal
 from pathlib import Path
-from typing import Annotated, Any, Final, Literal, NamedTuple
+from typing import Any, Final, Literal, NamedTuple
 
 import msgspec
 import orjson
@@ -88,7 +88,13 @@ class FillDecoder:
     a ``Rejection``; built from the input schemas (the operation schema read from ``SCHEMA_DIR``
     unless given)."""
 
-    def __init__(self, schema: Mapping[str, Any], operation_schema: Mapping[str, Any] | None = None) -> None:
+    def __init__(
+        self,
+        schema: Mapping[str, Any],
+        operation_schema: Mapping[str, Any] | None = None,
+        *,
+        native_scanner: bool = True,
+    ) -> None:
         if operation_schema is None:
             operation_schema = _read_schema(SCHEMA_DIR, OPERATION_SCHEMA)
         self._fields = _fields_of(schema, LiquidationFill._fields)
@@ -96,11 +102,16 @@ class FillDecoder:
         self._operation_types = frozenset(operation_schema["properties"]["type"]["enum"])
         self._types = ", ".join(repr(kind) for kind in (FILL_TYPE, *sorted(self._operation_types)))
         self._version_check = _integer_check("version", {})
-        self._fast = _fast_path({field.name: field for field in self._fields}, schema["properties"])
+        fields = {field.name: field for field in self._fields}
+        self._fast = _fast_path(fields, schema["properties"], native_scanner)
 
     @classmethod
-    def from_schema_dir(cls, directory: Path = SCHEMA_DIR) -> FillDecoder:
-        return cls(_read_schema(directory, INPUT_SCHEMA), _read_schema(directory, OPERATION_SCHEMA))
+    def from_schema_dir(cls, directory: Path = SCHEMA_DIR, *, native_scanner: bool = True) -> FillDecoder:
+        return cls(
+            _read_schema(directory, INPUT_SCHEMA),
+            _read_schema(directory, OPERATION_SCHEMA),
+            native_scanner=native_scanner,
+        )
 
     def decode(self, data: bytes | None) -> InputEvent | Rejection:
         accepted = self._fast(data)
@@ -215,17 +226,12 @@ class _DecimalField:
             within += 1
         self.within = within
 
-    def accept(self, value: Any, plain: bool) -> tuple[Decimal, str] | None:
+    def accept(self, value: Any, digits: bool) -> tuple[Decimal, str] | None:
         """The number and text of a value (a text not in the cache, or the default for null); or
         ``None``, also for any number: the fast path's parser reads integers beyond 64 bits exactly
         where orjson, the reference path's, reads a float, so only the reference path judges numbers.
-        ``plain``: the value is known to be ASCII (its message is, and has no escapes)."""
-        if (
-            type(value) is str
-            and len(value) <= self.short
-            and (plain or value.isascii())
-            and value.replace(".", "", 1).isdigit()
-        ):
+        ``digits``: the value is a text of ASCII digits with at most one point (the scanner says)."""
+        if digits and len(value) <= self.short:
             number = _read_decimal(value)
             if (len(value) > self.within and number > self.max_abs) or (self.nonzero and not number):
                 return None
@@ -254,11 +260,88 @@ def _literal(values: list[Any]) -> Any:
     return literal[tuple(values)]
 
 
+#: A scanner: the values of the fast path's fields in a message, then the mask of those whose text is
+#: plain digits (``_scan.c``); ``None`` when it declines the message (the careful path then decides).
+Scan = Callable[[bytes], tuple[Any, ...] | None]
+#: The fields a scanner reads: the fill's, then ``type``; and the places of the decimals among them.
+_SCANNED: Final = (*LiquidationFill._fields, "type")
+_SIZE: Final = _SCANNED.index("contract_size")
+_BANKRUPTCY: Final = _SCANNED.index("bankruptcy_price")
+_PRICE: Final = _SCANNED.index("fill_price")
+_QUANTITY: Final = _SCANNED.index("quantity")
+_UNFILLED: Final = _SCANNED.index("unfilled_quantity")
+_FEE: Final = _SCANNED.index("fee")
+#: Fields whose texts come again and again (a liquidation's fills share most of theirs, and a fund
+#: has few symbols): the native scanner hands a text it met lately back as the same str.
+_RECURRING: Final = frozenset(
+    (
+        "liquidation_id",
+        "symbol",
+        "margin_currency",
+        "contract_size",
+        "bankruptcy_price",
+        "quantity",
+        "unfilled_quantity",
+    )
+)
+
+
+def _scanner(enums: Mapping[str, list[Any]], native: bool) -> Scan:
+    """The native scanner (``processor.codec._scan``, built with the compiled modules) over the fill's
+    fields, which reads each enum's value as the schema's own string; msgspec when it is not built
+    (or not ``native``)."""
+    if native:
+        try:
+            from processor.codec._scan import Scanner
+        except ImportError:
+            pass
+        else:
+            choices = tuple(
+                None if name not in enums else tuple(value for value in enums[name] if value is not None)
+                for name in _SCANNED
+            )
+            recurring = tuple(name in _RECURRING for name in _SCANNED)
+            return Scanner(tuple(name.encode() for name in _SCANNED), choices, recurring).scan
+    return _msgspec_scanner(enums)
+
+
+def _msgspec_scanner(enums: Mapping[str, list[Any]]) -> Scan:
+    """A scanner of the same subset as the native one (ASCII texts, no escapes), by msgspec: it
+    parses straight into the fields (no dictionary), skips unknown ones and keeps the last of a
+    repeated key; an enum's value outside the schema's is a ValidationError, so it declines."""
+    message = msgspec.defstruct(
+        "FillMessage",
+        [(name, _literal(enums[name]) if name in enums else Any, None) for name in _SCANNED],
+        gc=False,
+    )
+    parse, values = msgspec.json.Decoder(message).decode, msgspec.structs.astuple
+
+    def scan(data: bytes) -> tuple[Any, ...] | None:
+        if not data.isascii() or b"\\" in data:
+            return None
+        try:
+            scanned = values(parse(data))
+        except (msgspec.MsgspecError, ValueError, TypeError, RecursionError):
+            # not JSON, not an object, nested too deep, or a value that cannot be a key (an array or
+            # object where a scalar belongs)
+            return None
+        mask = 0
+        for index, value in enumerate(scanned):
+            if type(value) is str:
+                if value.replace(".", "", 1).isdigit():
+                    mask |= 1 << index
+            elif type(value) is list or type(value) is dict:  # the native scanner declines these too
+                return None
+        return (*scanned, mask)
+
+    return scan
+
+
 def _fast_path(
-    fields: Mapping[str, _Field], properties: Mapping[str, Any]
+    fields: Mapping[str, _Field], properties: Mapping[str, Any], native_scanner: bool
 ) -> Callable[[bytes | None], tuple[LiquidationFill, bytes] | None]:
-    """Build the hot path: parse straight into the fill's fields (msgspec: no dictionary), then the
-    same rules as ``from_document``, unrolled, with caches of accepted values.
+    """Build the hot path: scan straight into the fill's fields (``_scanner``: no dictionary), then
+    the same rules as ``from_document``, unrolled, with caches of accepted values.
 
     It returns the fill with its packed form (``pack_texts``), or ``None`` for anything it does not
     accept outright; ``from_document`` (after orjson) then decides and words the rejection, so the
@@ -272,6 +355,9 @@ def _fast_path(
     fill_id_min, fill_id_max = bounds("fill_id")
     liquidation_id_min, liquidation_id_max = bounds("liquidation_id")
     symbol_min, symbol_max = bounds("symbol")
+    timestamp_rule = properties["timestamp"]
+    timestamp_min = timestamp_rule.get("minimum", 0)
+    timestamp_max = timestamp_rule.get("maximum", (1 << 63) - 1)
     currency_check = fields["margin_currency"].check
     # Accepted currencies and symbols, each mapped to one shared instance: a fund's fills then share
     # their strings (less to keep in the duplicate window) and hash them once.
@@ -288,108 +374,95 @@ def _fast_path(
     fee = _DecimalField(fields["fee"], cached=False)
     contract_sizes, bankruptcy_prices = contract_size.cache, bankruptcy_price.cache
     quantities, unfilled_quantities = quantity.cache, unfilled_quantity.cache
-    # The message parsed straight into the fill's fields (and ``type``), in that order: no dictionary
-    # built and searched. Absent and null both read None, as ``document.get`` does; unknown fields are
-    # skipped; of a repeated key the last counts, as with orjson (the reference path's parser).
-    # The enums, the timestamp's range, the version and the type are checked by the parser itself:
-    # a value outside them is a ValidationError (the careful path then decides), and an enum's value
-    # comes back as the schema's own string, so no text is made or looked up for it.
-    timestamp_rule = properties["timestamp"]
-    checked: dict[str, Any] = {
-        "side": _literal(properties["side"]["enum"]),
-        "contract_type": _literal(properties["contract_type"]["enum"]),
-        "timestamp": Annotated[
-            int,
-            msgspec.Meta(
-                ge=timestamp_rule.get("minimum", 0), le=timestamp_rule.get("maximum", (1 << 63) - 1)
-            ),
-        ],
-        "version": _literal([_SUPPORTED_VERSION, None]),
-        "type": _literal([FILL_TYPE, None]),
-    }
-    message = msgspec.defstruct(
-        "FillMessage",
-        [(name, checked.get(name, Any), None) for name in (*LiquidationFill._fields, "type")],
-        gc=False,
-    )
-    parse, values = msgspec.json.Decoder(message).decode, msgspec.structs.astuple
+    # The enums and the type are checked by the scanner itself: a value outside them declines the
+    # message (the careful path then decides), and an enum's value comes back as the schema's own
+    # string, so no text is made or looked up for it.
+    enums = {name: properties[name]["enum"] for name in ("side", "contract_type")}
+    enums["type"] = [FILL_TYPE, None]
+    scan = _scanner(enums, native_scanner)
 
     def fast(data: bytes | None) -> tuple[LiquidationFill, bytes] | None:
         if data is None:
             return None
-        try:
-            # msgspec skips unknown fields without checking their UTF-8, which orjson refuses
-            if data.isascii():
-                plain = b"\\" not in data  # no escape either: every text in it is ASCII
-            else:
-                data.decode()  # not UTF-8: a ValueError
-                plain = False
-            (
-                fill_id,
-                liquidation_id,
-                symbol,
-                currency,
-                side,
-                contract_type_value,
-                size_value,
-                bankruptcy_value,
-                price_value,
-                quantity_value,
-                unfilled_value,
-                fee_value,
-                timestamp,
-                _,  # the version: 1 or None, by the parser
-                _,  # the type: the fill's or None
-            ) = values(parse(data))
-            if (
-                type(fill_id) is not str
-                or not fill_id_min <= len(fill_id) <= fill_id_max
-                or type(liquidation_id) is not str
-                or not liquidation_id_min <= len(liquidation_id) <= liquidation_id_max
-            ):
+        scanned = scan(data)
+        if scanned is None:
+            return None
+        (
+            fill_id,
+            liquidation_id,
+            symbol,
+            currency,
+            side,
+            contract_type_value,
+            size_value,
+            bankruptcy_value,
+            price_value,
+            quantity_value,
+            unfilled_value,
+            fee_value,
+            timestamp,
+            version,
+            _,  # the type: the fill's or None, by the scanner
+            digits,  # bit i: field i is a text of plain digits
+        ) = scanned
+        if (
+            type(fill_id) is not str
+            or not fill_id_min <= len(fill_id) <= fill_id_max
+            or type(liquidation_id) is not str
+            or not liquidation_id_min <= len(liquidation_id) <= liquidation_id_max
+            or type(timestamp) is not int
+            or not timestamp_min <= timestamp <= timestamp_max
+            or (version is not None and (type(version) is not int or version != _SUPPORTED_VERSION))
+            or type(side) is not str  # absent or null: required, so the careful path words it
+        ):
+            return None
+        known_symbol = symbols.get(symbol)
+        if known_symbol is None:
+            if type(symbol) is not str or not symbol_min <= len(symbol) <= symbol_max:
                 return None
-            known_symbol = symbols.get(symbol)
-            if known_symbol is None:
-                if type(symbol) is not str or not symbol_min <= len(symbol) <= symbol_max:
-                    return None
-                if len(symbols) >= _SYMBOL_CACHE_LIMIT:
-                    symbols.clear()
-                known_symbol = symbols[symbol] = symbol
-            known_currency = currencies.get(currency)
-            if known_currency is None:
-                try:
-                    known_currency = currencies[currency] = currency_check(currency)
-                except _FieldError:
-                    return None
-            if side is None or timestamp is None:  # absent: the parser leaves a required field None
+            if len(symbols) >= _SYMBOL_CACHE_LIMIT:
+                symbols.clear()
+            known_symbol = symbols[symbol] = symbol
+        known_currency = currencies.get(currency)
+        if known_currency is None:
+            try:
+                known_currency = currencies[currency] = currency_check(currency)
+            except _FieldError:
                 return None
-            contract_type = contract_type_value if contract_type_value is not None else contract_type_default
-            # A cache lookup per decimal; only a text never seen before pays for the check.
-            size = contract_sizes.get(size_value)
-            if size is None and (size := contract_size.accept(size_value, plain)) is None:
-                return None
-            bankruptcy = bankruptcy_prices.get(bankruptcy_value)
-            if (
-                bankruptcy is None
-                and (bankruptcy := bankruptcy_price.accept(bankruptcy_value, plain)) is None
-            ):
-                return None
-            price = fill_price.accept(price_value, plain)
-            if price is None:
-                return None
-            closed = quantities.get(quantity_value)
-            if closed is None and (closed := quantity.accept(quantity_value, plain)) is None:
-                return None
-            unfilled = unfilled_quantities.get(unfilled_value)
-            if unfilled is None and (unfilled := unfilled_quantity.accept(unfilled_value, plain)) is None:
-                return None
-            cost = fee.accept(fee_value, plain)
-            if cost is None:
-                return None
-        except (msgspec.MsgspecError, ValueError, TypeError, RecursionError):
-            # Not JSON (or not UTF-8: a ValueError), not an object, nested too deep, or a value that
-            # cannot be a key (an array or object where a scalar belongs): the careful path words
-            # the rejection.
+        if contract_type_value is None:
+            contract_type = contract_type_default
+        elif type(contract_type_value) is str:
+            contract_type = contract_type_value
+        else:
+            return None
+        # A cache lookup per decimal; only a text never seen before pays for the check.
+        size = contract_sizes.get(size_value)
+        if size is None and (size := contract_size.accept(size_value, digits >> _SIZE & 1 == 1)) is None:
+            return None
+        bankruptcy = bankruptcy_prices.get(bankruptcy_value)
+        if (
+            bankruptcy is None
+            and (bankruptcy := bankruptcy_price.accept(bankruptcy_value, digits >> _BANKRUPTCY & 1 == 1))
+            is None
+        ):
+            return None
+        price = fill_price.accept(price_value, digits >> _PRICE & 1 == 1)
+        if price is None:
+            return None
+        closed = quantities.get(quantity_value)
+        if (
+            closed is None
+            and (closed := quantity.accept(quantity_value, digits >> _QUANTITY & 1 == 1)) is None
+        ):
+            return None
+        unfilled = unfilled_quantities.get(unfilled_value)
+        if (
+            unfilled is None
+            and (unfilled := unfilled_quantity.accept(unfilled_value, digits >> _UNFILLED & 1 == 1)) is None
+        ):
+            return None
+        cost = fee.accept(fee_value, digits >> _FEE & 1 == 1)
+        if cost is None:
             return None
         if not closed[0] and not unfilled[0]:
             return None
@@ -398,7 +471,7 @@ def _fast_path(
             liquidation_id,
             known_symbol,
             known_currency,
-            side,
+            side,  # type: ignore[arg-type]  # the scanner gives one of the schema's choices
             contract_type,
             size[0],
             bankruptcy[0],

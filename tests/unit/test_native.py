@@ -103,6 +103,7 @@ def test_the_hot_modules_run_compiled() -> None:
     """``make install`` compiles them (``make native``); a failed build would otherwise leave every
     test running the slow path unnoticed."""
     assert native.compiled_modules() == list(native.HOT_MODULES), native.describe()
+    assert native.scanner_built(), native.describe()
 
 
 def test_an_extension_older_than_its_source_is_stale(tmp_path: Path) -> None:

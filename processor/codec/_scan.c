@@ -1,0 +1,526 @@
+/* The decoder's scanner: one pass over a message that reads the values of a fixed list of top-level
+ * fields, or gives up.
+ *
+ * It reads a subset of JSON and nothing else: an object whose texts are ASCII with no escape, whose
+ * wanted fields hold a string, null or an integer of at most 18 digits, each at most once. Anything
+ * else, valid JSON or not, is None: the careful path (orjson and the schema's checks) then decides
+ * and words the rejection, so this scanner never judges a message, it only declines one. Fields it
+ * does not want are skipped, their values checked against JSON's grammar (so no invalid message gets
+ * past it) to a depth of 64.
+ *
+ * It judges no rule of the schema either, but two facts about texts, which the decoder's rules then
+ * use: a wanted field with choices (an enum) reads back as that choice's own string or None (any
+ * other value declines the message), and the last item of the result is a mask of the fields whose text is
+ * "plain digits": ASCII digits with at most one point, at least one digit (what
+ * ``text.replace(".", "", 1).isdigit()`` says of an ASCII text).
+ *
+ * A recurring field (a symbol, a currency, a contract size) keeps its recent texts: a text met again
+ * reads back as the very str made before, so the decoder's caches find it by identity, with its hash
+ * computed once, and no str is made.
+ *
+ * Built by setup.py beside the mypyc modules; without it, the decoder scans with msgspec instead.
+ */
+#define PY_SSIZE_T_CLEAN
+#include <Python.h>
+#include <string.h>
+
+#define MAX_FIELDS 63
+#define MAX_DEPTH 64
+#define MAX_INTEGER_DIGITS 18
+#define RECENT_SLOTS 16 /* texts remembered per recurring field: a power of 2 */
+
+typedef const unsigned char *Cursor;
+
+typedef struct {
+    PyObject_HEAD
+    Py_ssize_t count;
+    /* the wanted fields' names (bytes) and choices (None, or a tuple of ASCII str) */
+    PyObject *names;
+    PyObject *choices;
+    /* where the last field found was: fields usually come in the same order */
+    Py_ssize_t lengths[MAX_FIELDS];
+    const char *texts[MAX_FIELDS];
+    /* recurring fields' recent texts, by a hash of their bytes: a text met again is the same str */
+    char recurring[MAX_FIELDS];
+    PyObject *recent[MAX_FIELDS][RECENT_SLOTS];
+} Scanner;
+
+static inline int is_digit(unsigned char c) { return c >= '0' && c <= '9'; }
+
+static inline Cursor skip_space(Cursor p, Cursor end) {
+    while (p < end && (*p == ' ' || *p == '\n' || *p == '\r' || *p == '\t')) {
+        p++;
+    }
+    return p;
+}
+
+/* From just after a string's opening quote: where its closing quote is; NULL for an escape, a
+ * control character, a byte beyond ASCII or no closing quote. */
+static inline Cursor string_end(Cursor p, Cursor end) {
+    while (p < end) {
+        unsigned char c = *p;
+        if (c == '"') {
+            return p;
+        }
+        if (c == '\\' || c < 0x20 || c >= 0x80) {
+            return NULL;
+        }
+        p++;
+    }
+    return NULL;
+}
+
+/* Where a JSON number starting at p ends; NULL when it is not one. *integer: no fraction, no exponent. */
+static Cursor number_end(Cursor p, Cursor end, int *integer) {
+    if (p < end && *p == '-') {
+        p++;
+    }
+    if (p >= end) {
+        return NULL;
+    }
+    if (*p == '0') {
+        p++;
+    } else if (*p >= '1' && *p <= '9') {
+        while (p < end && is_digit(*p)) {
+            p++;
+        }
+    } else {
+        return NULL;
+    }
+    *integer = 1;
+    if (p < end && *p == '.') {
+        p++;
+        if (p >= end || !is_digit(*p)) {
+            return NULL;
+        }
+        while (p < end && is_digit(*p)) {
+            p++;
+        }
+        *integer = 0;
+    }
+    if (p < end && (*p == 'e' || *p == 'E')) {
+        p++;
+        if (p < end && (*p == '+' || *p == '-')) {
+            p++;
+        }
+        if (p >= end || !is_digit(*p)) {
+            return NULL;
+        }
+        while (p < end && is_digit(*p)) {
+            p++;
+        }
+        *integer = 0;
+    }
+    return p;
+}
+
+static inline Cursor literal_end(Cursor p, Cursor end, const char *word, Py_ssize_t length) {
+    return (end - p >= length && memcmp(p, word, (size_t)length) == 0) ? p + length : NULL;
+}
+
+/* Where the JSON value starting at p ends; NULL when it is not one (or nests deeper than MAX_DEPTH). */
+static Cursor value_end(Cursor p, Cursor end, int depth) {
+    int integer;
+    if (p >= end) {
+        return NULL;
+    }
+    switch (*p) {
+    case '"':
+        p = string_end(p + 1, end);
+        return p == NULL ? NULL : p + 1;
+    case 't':
+        return literal_end(p, end, "true", 4);
+    case 'f':
+        return literal_end(p, end, "false", 5);
+    case 'n':
+        return literal_end(p, end, "null", 4);
+    case '[':
+        if (depth >= MAX_DEPTH) {
+            return NULL;
+        }
+        p = skip_space(p + 1, end);
+        if (p < end && *p == ']') {
+            return p + 1;
+        }
+        for (;;) {
+            p = value_end(p, end, depth + 1);
+            if (p == NULL) {
+                return NULL;
+            }
+            p = skip_space(p, end);
+            if (p < end && *p == ',') {
+                p = skip_space(p + 1, end);
+            } else if (p < end && *p == ']') {
+                return p + 1;
+            } else {
+                return NULL;
+            }
+        }
+    case '{':
+        if (depth >= MAX_DEPTH) {
+            return NULL;
+        }
+        p = skip_space(p + 1, end);
+        if (p < end && *p == '}') {
+            return p + 1;
+        }
+        for (;;) {
+            if (p >= end || *p != '"' || (p = string_end(p + 1, end)) == NULL) {
+                return NULL;
+            }
+            p = skip_space(p + 1, end);
+            if (p >= end || *p != ':') {
+                return NULL;
+            }
+            p = value_end(skip_space(p + 1, end), end, depth + 1);
+            if (p == NULL) {
+                return NULL;
+            }
+            p = skip_space(p, end);
+            if (p < end && *p == ',') {
+                p = skip_space(p + 1, end);
+            } else if (p < end && *p == '}') {
+                return p + 1;
+            } else {
+                return NULL;
+            }
+        }
+    default:
+        return number_end(p, end, &integer);
+    }
+}
+
+/* The wanted field named by the key [key, key + length), looked for from ``next`` on; -1 if none. */
+static inline Py_ssize_t field_of(Scanner *self, Cursor key, Py_ssize_t length, Py_ssize_t next) {
+    Py_ssize_t count = self->count;
+    for (Py_ssize_t tried = 0; tried < count; tried++) {
+        Py_ssize_t field = next + tried;
+        if (field >= count) {
+            field -= count;
+        }
+        if (self->lengths[field] == length && memcmp(self->texts[field], key, (size_t)length) == 0) {
+            return field;
+        }
+    }
+    return -1;
+}
+
+/* The choice of ``choices`` (a tuple of ASCII str) spelled [text, text + length), borrowed; NULL if none. */
+static inline PyObject *choice_of(PyObject *choices, Cursor text, Py_ssize_t length) {
+    Py_ssize_t count = PyTuple_GET_SIZE(choices);
+    for (Py_ssize_t index = 0; index < count; index++) {
+        PyObject *choice = PyTuple_GET_ITEM(choices, index);
+        if (PyUnicode_GET_LENGTH(choice) == length
+            && memcmp(PyUnicode_1BYTE_DATA(choice), text, (size_t)length) == 0) {
+            return choice;
+        }
+    }
+    return NULL;
+}
+
+static inline int plain_digits(Cursor text, Py_ssize_t length) {
+    int digits = 0, points = 0;
+    for (Py_ssize_t index = 0; index < length; index++) {
+        unsigned char c = text[index];
+        if (is_digit(c)) {
+            digits = 1;
+        } else if (c == '.' && !points) {
+            points = 1;
+        } else {
+            return 0;
+        }
+    }
+    return digits;
+}
+
+static inline PyObject *new_text(Cursor text, Py_ssize_t length) {
+    PyObject *value = PyUnicode_New(length, 127);
+    if (value != NULL) {
+        memcpy(PyUnicode_1BYTE_DATA(value), text, (size_t)length);
+    }
+    return value;
+}
+
+/* The str of a recurring field's text: the one made when it last came, if its slot still holds it. */
+static inline PyObject *recurring_text(PyObject **recent, Cursor text, Py_ssize_t length) {
+    unsigned int hash = 2166136261u; /* FNV-1a */
+    for (Py_ssize_t index = 0; index < length; index++) {
+        hash = (hash ^ text[index]) * 16777619u;
+    }
+    PyObject **slot = &recent[hash & (RECENT_SLOTS - 1)];
+    PyObject *known = *slot;
+    if (known != NULL && PyUnicode_GET_LENGTH(known) == length
+        && memcmp(PyUnicode_1BYTE_DATA(known), text, (size_t)length) == 0) {
+        Py_INCREF(known);
+        return known;
+    }
+    PyObject *value = new_text(text, length);
+    if (value != NULL) {
+        Py_INCREF(value);
+        Py_XSETREF(*slot, value);
+    }
+    return value;
+}
+
+/* The value at *at of a wanted field (a new reference), *at moved past it; NULL (no exception set)
+ * when the scanner declines it, or with an exception set when memory ran out. ``recent``: the
+ * field's recent texts, when it recurs. */
+static PyObject *wanted_value(Cursor *at, Cursor end, PyObject *choices, PyObject **recent, int *plain) {
+    Cursor p = *at, last;
+    int integer;
+    PyObject *value;
+    if (p >= end) {
+        return NULL;
+    }
+    if (*p == '"') {
+        last = string_end(p + 1, end);
+        if (last == NULL) {
+            return NULL;
+        }
+        Py_ssize_t length = last - (p + 1);
+        if (choices != Py_None) {
+            value = choice_of(choices, p + 1, length);
+            if (value == NULL) {
+                return NULL;
+            }
+            Py_INCREF(value);
+        } else {
+            value = recent != NULL ? recurring_text(recent, p + 1, length) : new_text(p + 1, length);
+            if (value == NULL) {
+                return NULL;
+            }
+            *plain = plain_digits(p + 1, length);
+        }
+        *at = last + 1;
+        return value;
+    }
+    if (*p == 'n') {
+        last = literal_end(p, end, "null", 4);
+        if (last == NULL) {
+            return NULL;
+        }
+        *at = last;
+        Py_RETURN_NONE;
+    }
+    if (choices != Py_None) {
+        return NULL; /* an enum's value is one of its texts, or null */
+    }
+    last = number_end(p, end, &integer);
+    if (last == NULL || !integer) {
+        return NULL;
+    }
+    int negative = *p == '-';
+    Cursor digit = p + negative;
+    if (last - digit > MAX_INTEGER_DIGITS) {
+        return NULL;
+    }
+    long long number = 0;
+    for (; digit < last; digit++) {
+        number = number * 10 + (*digit - '0');
+    }
+    *at = last;
+    return PyLong_FromLongLong(negative ? -number : number);
+}
+
+static PyObject *Scanner_scan(Scanner *self, PyObject *data) {
+    PyObject *values[MAX_FIELDS] = {NULL};
+    Py_ssize_t count = self->count, next = 0;
+    unsigned long long plain_mask = 0;
+    PyObject *result = NULL;
+    if (!PyBytes_Check(data)) {
+        Py_RETURN_NONE;
+    }
+    Cursor p = (Cursor)PyBytes_AS_STRING(data);
+    Cursor end = p + PyBytes_GET_SIZE(data);
+    p = skip_space(p, end);
+    if (p >= end || *p != '{') {
+        goto decline;
+    }
+    p = skip_space(p + 1, end);
+    if (p < end && *p == '}') {
+        p++;
+    } else {
+        for (;;) {
+            if (p >= end || *p != '"') {
+                goto decline;
+            }
+            Cursor key = p + 1, key_end = string_end(key, end);
+            if (key_end == NULL) {
+                goto decline;
+            }
+            p = skip_space(key_end + 1, end);
+            if (p >= end || *p != ':') {
+                goto decline;
+            }
+            p = skip_space(p + 1, end);
+            Py_ssize_t field = field_of(self, key, key_end - key, next);
+            if (field < 0) {
+                p = value_end(p, end, 1);
+                if (p == NULL) {
+                    goto decline;
+                }
+            } else {
+                int plain = 0;
+                if (values[field] != NULL) {
+                    goto decline; /* sent twice: the careful path keeps the last */
+                }
+                PyObject **recent = self->recurring[field] ? self->recent[field] : NULL;
+                values[field] = wanted_value(&p, end, PyTuple_GET_ITEM(self->choices, field), recent, &plain);
+                if (values[field] == NULL) {
+                    goto decline;
+                }
+                if (plain) {
+                    plain_mask |= 1ULL << field;
+                }
+                next = field + 1 < count ? field + 1 : 0;
+            }
+            p = skip_space(p, end);
+            if (p < end && *p == ',') {
+                p = skip_space(p + 1, end);
+            } else if (p < end && *p == '}') {
+                p++;
+                break;
+            } else {
+                goto decline;
+            }
+        }
+    }
+    if (skip_space(p, end) != end) {
+        goto decline;
+    }
+    result = PyTuple_New(count + 1);
+    if (result == NULL) {
+        goto fail;
+    }
+    for (Py_ssize_t field = 0; field < count; field++) {
+        PyObject *value = values[field];
+        if (value == NULL) {
+            value = Py_None;
+            Py_INCREF(value);
+        }
+        PyTuple_SET_ITEM(result, field, value);
+    }
+    PyObject *mask = PyLong_FromUnsignedLongLong(plain_mask);
+    if (mask == NULL) {
+        Py_DECREF(result);
+        return NULL;
+    }
+    PyTuple_SET_ITEM(result, count, mask);
+    return result;
+
+decline:
+    if (PyErr_Occurred()) {
+        goto fail;
+    }
+    for (Py_ssize_t field = 0; field < count; field++) {
+        Py_XDECREF(values[field]);
+    }
+    Py_RETURN_NONE;
+fail:
+    for (Py_ssize_t field = 0; field < count; field++) {
+        Py_XDECREF(values[field]);
+    }
+    return NULL;
+}
+
+static void Scanner_clear_recent(Scanner *self) {
+    for (Py_ssize_t field = 0; field < MAX_FIELDS; field++) {
+        for (int slot = 0; slot < RECENT_SLOTS; slot++) {
+            Py_CLEAR(self->recent[field][slot]);
+        }
+    }
+}
+
+static int Scanner_init(Scanner *self, PyObject *args, PyObject *kwargs) {
+    static char *keywords[] = {"names", "choices", "recurring", NULL};
+    PyObject *names, *choices, *recurring;
+    if (!PyArg_ParseTupleAndKeywords(args, kwargs, "O!O!O!", keywords, &PyTuple_Type, &names, &PyTuple_Type,
+                                     &choices, &PyTuple_Type, &recurring)) {
+        return -1;
+    }
+    Py_ssize_t count = PyTuple_GET_SIZE(names);
+    if (count > MAX_FIELDS || PyTuple_GET_SIZE(choices) != count || PyTuple_GET_SIZE(recurring) != count) {
+        PyErr_Format(PyExc_ValueError, "at most %d names, and as many choices and recurring flags", MAX_FIELDS);
+        return -1;
+    }
+    Scanner_clear_recent(self);
+    for (Py_ssize_t field = 0; field < count; field++) {
+        PyObject *name = PyTuple_GET_ITEM(names, field), *options = PyTuple_GET_ITEM(choices, field);
+        if (!PyBytes_Check(name)) {
+            PyErr_SetString(PyExc_TypeError, "names must be bytes");
+            return -1;
+        }
+        if (options != Py_None) {
+            if (!PyTuple_Check(options)) {
+                PyErr_SetString(PyExc_TypeError, "choices must be None or tuples of str");
+                return -1;
+            }
+            for (Py_ssize_t index = 0; index < PyTuple_GET_SIZE(options); index++) {
+                PyObject *option = PyTuple_GET_ITEM(options, index);
+                if (!PyUnicode_Check(option) || !PyUnicode_IS_ASCII(option)) {
+                    PyErr_SetString(PyExc_TypeError, "choices must be ASCII str");
+                    return -1;
+                }
+            }
+        }
+        int recurs = PyObject_IsTrue(PyTuple_GET_ITEM(recurring, field));
+        if (recurs < 0) {
+            return -1;
+        }
+        self->recurring[field] = (char)recurs;
+        self->lengths[field] = PyBytes_GET_SIZE(name);
+        self->texts[field] = PyBytes_AS_STRING(name);
+    }
+    Py_INCREF(names);
+    Py_INCREF(choices);
+    Py_XSETREF(self->names, names);
+    Py_XSETREF(self->choices, choices);
+    self->count = count;
+    return 0;
+}
+
+static void Scanner_dealloc(Scanner *self) {
+    Scanner_clear_recent(self);
+    Py_XDECREF(self->names);
+    Py_XDECREF(self->choices);
+    Py_TYPE(self)->tp_free((PyObject *)self);
+}
+
+static PyMethodDef Scanner_methods[] = {
+    {"scan", (PyCFunction)Scanner_scan, METH_O,
+     "scan(data) -> (value of each field, ..., plain-digits mask) or None when it declines"},
+    {NULL, NULL, 0, NULL},
+};
+
+static PyTypeObject ScannerType = {
+    PyVarObject_HEAD_INIT(NULL, 0)
+    .tp_name = "processor.codec._scan.Scanner",
+    .tp_basicsize = sizeof(Scanner),
+    .tp_flags = Py_TPFLAGS_DEFAULT,
+    .tp_doc = "Scanner(names, choices, recurring): reads the named top-level fields of a JSON object in one pass",
+    .tp_new = PyType_GenericNew,
+    .tp_init = (initproc)Scanner_init,
+    .tp_dealloc = (destructor)Scanner_dealloc,
+    .tp_methods = Scanner_methods,
+};
+
+static struct PyModuleDef scan_module = {
+    PyModuleDef_HEAD_INIT, "processor.codec._scan", "The decoder's one-pass scanner (see _scan.c).", -1, NULL,
+};
+
+PyMODINIT_FUNC PyInit__scan(void) {
+    if (PyType_Ready(&ScannerType) < 0) {
+        return NULL;
+    }
+    PyObject *module = PyModule_Create(&scan_module);
+    if (module == NULL) {
+        return NULL;
+    }
+    Py_INCREF(&ScannerType);
+    if (PyModule_AddObject(module, "Scanner", (PyObject *)&ScannerType) < 0) {
+        Py_DECREF(&ScannerType);
+        Py_DECREF(module);
+        return NULL;
+    }
+    return module;
+}
