@@ -18,6 +18,11 @@
  * reads back as the very str made before, so the decoder's caches find it by identity, with its hash
  * computed once, and no str is made.
  *
+ * With a layout, it also writes the message's texts into one bytes object (the duplicate window's
+ * packed form of a fill, when the decoder accepts the texts as they are): literals, fields' texts and
+ * their lengths, in the layout's order; None when a field the layout takes is absent, null or a
+ * negative integer.
+ *
  * Built by setup.py beside the mypyc modules; without it, the decoder scans with msgspec instead.
  */
 #define PY_SSIZE_T_CLEAN
@@ -28,6 +33,23 @@
 #define MAX_DEPTH 64
 #define MAX_INTEGER_DIGITS 18
 #define RECENT_SLOTS 16 /* texts remembered per recurring field: a power of 2 */
+#define MAX_LAYOUT 64
+
+/* A piece of the packed form: a field's text, the decimal length of a field's text, or a literal. */
+enum { PIECE_TEXT, PIECE_LENGTH, PIECE_LITERAL };
+typedef struct {
+    int kind;
+    Py_ssize_t field;
+    const char *literal;
+    Py_ssize_t length;
+} Piece;
+
+/* Where a wanted field's text is in the message: inside a string's quotes, or an integer's digits. */
+typedef struct {
+    const unsigned char *start;
+    Py_ssize_t length; /* -1: absent or null */
+    int negative;
+} Text;
 
 typedef const unsigned char *Cursor;
 
@@ -43,6 +65,10 @@ typedef struct {
     /* recurring fields' recent texts, by a hash of their bytes: a text met again is the same str */
     char recurring[MAX_FIELDS];
     PyObject *recent[MAX_FIELDS][RECENT_SLOTS];
+    /* the packed form, written from the message's texts when every field it takes is there */
+    PyObject *layout;
+    Py_ssize_t pieces;
+    Piece piece[MAX_LAYOUT];
 } Scanner;
 
 static inline int is_digit(unsigned char c) { return c >= '0' && c <= '9'; }
@@ -54,20 +80,67 @@ static inline Cursor skip_space(Cursor p, Cursor end) {
     return p;
 }
 
+/* What a byte is inside a string: the scanner stops at a quote and at what it declines. */
+enum { BYTE_TEXT, BYTE_DIGIT, BYTE_POINT, BYTE_QUOTE, BYTE_DECLINED };
+static unsigned char byte_class[256];
+
+static void classify_bytes(void) {
+    for (int c = 0; c < 256; c++) {
+        byte_class[c] = (c < 0x20 || c >= 0x80 || c == '\\') ? BYTE_DECLINED : BYTE_TEXT;
+    }
+    for (int c = '0'; c <= '9'; c++) {
+        byte_class[c] = BYTE_DIGIT;
+    }
+    byte_class['.'] = BYTE_POINT;
+    byte_class['"'] = BYTE_QUOTE;
+}
+
 /* From just after a string's opening quote: where its closing quote is; NULL for an escape, a
  * control character, a byte beyond ASCII or no closing quote. */
 static inline Cursor string_end(Cursor p, Cursor end) {
-    while (p < end) {
-        unsigned char c = *p;
-        if (c == '"') {
-            return p;
-        }
-        if (c == '\\' || c < 0x20 || c >= 0x80) {
-            return NULL;
-        }
+    while (p < end && byte_class[*p] < BYTE_QUOTE) {
         p++;
     }
+    return (p < end && *p == '"') ? p : NULL;
+}
+
+/* ``string_end``, and whether the text is plain digits: ASCII digits with at most one point, at
+ * least one digit. */
+static inline Cursor string_end_plain(Cursor p, Cursor end, int *plain) {
+    int digits = 0, points = 0, others = 0;
+    for (; p < end; p++) {
+        switch (byte_class[*p]) {
+        case BYTE_TEXT:
+            others = 1;
+            break;
+        case BYTE_DIGIT:
+            digits = 1;
+            break;
+        case BYTE_POINT:
+            points++;
+            break;
+        case BYTE_QUOTE:
+            *plain = digits && !others && points <= 1;
+            return p;
+        default:
+            return NULL;
+        }
+    }
     return NULL;
+}
+
+/* Writes the decimal digits of n >= 0 at out (which has room for 20), and says how many. */
+static inline Py_ssize_t write_decimal(Py_ssize_t n, char *out) {
+    char reversed[24];
+    Py_ssize_t count = 0;
+    do {
+        reversed[count++] = (char)('0' + n % 10);
+        n /= 10;
+    } while (n > 0);
+    for (Py_ssize_t index = 0; index < count; index++) {
+        out[index] = reversed[count - 1 - index];
+    }
+    return count;
 }
 
 /* Where a JSON number starting at p ends; NULL when it is not one. *integer: no fraction, no exponent. */
@@ -218,21 +291,6 @@ static inline PyObject *choice_of(PyObject *choices, Cursor text, Py_ssize_t len
     return NULL;
 }
 
-static inline int plain_digits(Cursor text, Py_ssize_t length) {
-    int digits = 0, points = 0;
-    for (Py_ssize_t index = 0; index < length; index++) {
-        unsigned char c = text[index];
-        if (is_digit(c)) {
-            digits = 1;
-        } else if (c == '.' && !points) {
-            points = 1;
-        } else {
-            return 0;
-        }
-    }
-    return digits;
-}
-
 static inline PyObject *new_text(Cursor text, Py_ssize_t length) {
     PyObject *value = PyUnicode_New(length, 127);
     if (value != NULL) {
@@ -265,7 +323,7 @@ static inline PyObject *recurring_text(PyObject **recent, Cursor text, Py_ssize_
 /* The value at *at of a wanted field (a new reference), *at moved past it; NULL (no exception set)
  * when the scanner declines it, or with an exception set when memory ran out. ``recent``: the
  * field's recent texts, when it recurs. */
-static PyObject *wanted_value(Cursor *at, Cursor end, PyObject *choices, PyObject **recent, int *plain) {
+static PyObject *wanted_value(Cursor *at, Cursor end, PyObject *choices, PyObject **recent, int *plain, Text *text) {
     Cursor p = *at, last;
     int integer;
     PyObject *value;
@@ -273,11 +331,13 @@ static PyObject *wanted_value(Cursor *at, Cursor end, PyObject *choices, PyObjec
         return NULL;
     }
     if (*p == '"') {
-        last = string_end(p + 1, end);
+        last = string_end_plain(p + 1, end, plain);
         if (last == NULL) {
             return NULL;
         }
         Py_ssize_t length = last - (p + 1);
+        text->start = p + 1;
+        text->length = length;
         if (choices != Py_None) {
             value = choice_of(choices, p + 1, length);
             if (value == NULL) {
@@ -289,7 +349,6 @@ static PyObject *wanted_value(Cursor *at, Cursor end, PyObject *choices, PyObjec
             if (value == NULL) {
                 return NULL;
             }
-            *plain = plain_digits(p + 1, length);
         }
         *at = last + 1;
         return value;
@@ -311,6 +370,9 @@ static PyObject *wanted_value(Cursor *at, Cursor end, PyObject *choices, PyObjec
     }
     int negative = *p == '-';
     Cursor digit = p + negative;
+    text->start = p;
+    text->length = last - p;
+    text->negative = negative;
     if (last - digit > MAX_INTEGER_DIGITS) {
         return NULL;
     }
@@ -322,8 +384,50 @@ static PyObject *wanted_value(Cursor *at, Cursor end, PyObject *choices, PyObjec
     return PyLong_FromLongLong(negative ? -number : number);
 }
 
+/* The packed form of the message's texts (a new reference); None without a layout, or when a field
+ * it takes is absent, null or a negative integer; NULL when memory ran out. */
+static PyObject *packed_form(Scanner *self, const Text *texts) {
+    Py_ssize_t size = 0;
+    char digits[24];
+    if (self->pieces == 0) {
+        Py_RETURN_NONE; /* no layout */
+    }
+    for (Py_ssize_t index = 0; index < self->pieces; index++) {
+        const Piece *piece = &self->piece[index];
+        if (piece->kind == PIECE_LITERAL) {
+            size += piece->length;
+            continue;
+        }
+        const Text *text = &texts[piece->field];
+        if (text->length < 0 || text->negative) {
+            Py_RETURN_NONE;
+        }
+        size += piece->kind == PIECE_TEXT ? text->length : write_decimal(text->length, digits);
+    }
+    PyObject *packed = PyBytes_FromStringAndSize(NULL, size);
+    if (packed == NULL) {
+        return NULL;
+    }
+    char *out = PyBytes_AS_STRING(packed);
+    for (Py_ssize_t index = 0; index < self->pieces; index++) {
+        const Piece *piece = &self->piece[index];
+        const Text *text = &texts[piece->field];
+        if (piece->kind == PIECE_LITERAL) {
+            memcpy(out, piece->literal, (size_t)piece->length);
+            out += piece->length;
+        } else if (piece->kind == PIECE_TEXT) {
+            memcpy(out, text->start, (size_t)text->length);
+            out += text->length;
+        } else {
+            out += write_decimal(text->length, out);
+        }
+    }
+    return packed;
+}
+
 static PyObject *Scanner_scan(Scanner *self, PyObject *data) {
     PyObject *values[MAX_FIELDS] = {NULL};
+    Text texts[MAX_FIELDS];
     Py_ssize_t count = self->count, next = 0;
     unsigned long long plain_mask = 0;
     PyObject *result = NULL;
@@ -335,6 +439,10 @@ static PyObject *Scanner_scan(Scanner *self, PyObject *data) {
     p = skip_space(p, end);
     if (p >= end || *p != '{') {
         goto decline;
+    }
+    for (Py_ssize_t field = 0; field < count; field++) {
+        texts[field].length = -1;
+        texts[field].negative = 0;
     }
     p = skip_space(p + 1, end);
     if (p < end && *p == '}') {
@@ -365,7 +473,8 @@ static PyObject *Scanner_scan(Scanner *self, PyObject *data) {
                     goto decline; /* sent twice: the careful path keeps the last */
                 }
                 PyObject **recent = self->recurring[field] ? self->recent[field] : NULL;
-                values[field] = wanted_value(&p, end, PyTuple_GET_ITEM(self->choices, field), recent, &plain);
+                values[field] =
+                    wanted_value(&p, end, PyTuple_GET_ITEM(self->choices, field), recent, &plain, &texts[field]);
                 if (values[field] == NULL) {
                     goto decline;
                 }
@@ -388,7 +497,7 @@ static PyObject *Scanner_scan(Scanner *self, PyObject *data) {
     if (skip_space(p, end) != end) {
         goto decline;
     }
-    result = PyTuple_New(count + 1);
+    result = PyTuple_New(count + 2);
     if (result == NULL) {
         goto fail;
     }
@@ -406,6 +515,12 @@ static PyObject *Scanner_scan(Scanner *self, PyObject *data) {
         return NULL;
     }
     PyTuple_SET_ITEM(result, count, mask);
+    PyObject *packed = packed_form(self, texts);
+    if (packed == NULL) {
+        Py_DECREF(result);
+        return NULL;
+    }
+    PyTuple_SET_ITEM(result, count + 1, packed);
     return result;
 
 decline:
@@ -432,10 +547,14 @@ static void Scanner_clear_recent(Scanner *self) {
 }
 
 static int Scanner_init(Scanner *self, PyObject *args, PyObject *kwargs) {
-    static char *keywords[] = {"names", "choices", "recurring", NULL};
-    PyObject *names, *choices, *recurring;
-    if (!PyArg_ParseTupleAndKeywords(args, kwargs, "O!O!O!", keywords, &PyTuple_Type, &names, &PyTuple_Type,
-                                     &choices, &PyTuple_Type, &recurring)) {
+    static char *keywords[] = {"names", "choices", "recurring", "layout", NULL};
+    PyObject *names, *choices, *recurring, *layout;
+    if (!PyArg_ParseTupleAndKeywords(args, kwargs, "O!O!O!O!", keywords, &PyTuple_Type, &names, &PyTuple_Type,
+                                     &choices, &PyTuple_Type, &recurring, &PyTuple_Type, &layout)) {
+        return -1;
+    }
+    if (PyTuple_GET_SIZE(layout) > MAX_LAYOUT) {
+        PyErr_Format(PyExc_ValueError, "a layout of at most %d pieces", MAX_LAYOUT);
         return -1;
     }
     Py_ssize_t count = PyTuple_GET_SIZE(names);
@@ -471,10 +590,34 @@ static int Scanner_init(Scanner *self, PyObject *args, PyObject *kwargs) {
         self->lengths[field] = PyBytes_GET_SIZE(name);
         self->texts[field] = PyBytes_AS_STRING(name);
     }
+    for (Py_ssize_t index = 0; index < PyTuple_GET_SIZE(layout); index++) {
+        PyObject *item = PyTuple_GET_ITEM(layout, index);
+        Piece *piece = &self->piece[index];
+        if (PyBytes_Check(item)) {
+            piece->kind = PIECE_LITERAL;
+            piece->literal = PyBytes_AS_STRING(item);
+            piece->length = PyBytes_GET_SIZE(item);
+            piece->field = 0;
+            continue;
+        }
+        Py_ssize_t field = PyLong_Check(item) ? PyLong_AsSsize_t(item) : count;
+        if (field == -1 && PyErr_Occurred()) {
+            return -1;
+        }
+        piece->kind = field >= 0 ? PIECE_TEXT : PIECE_LENGTH;
+        piece->field = field >= 0 ? field : ~field;
+        if (piece->field >= count) {
+            PyErr_SetString(PyExc_ValueError, "a layout's pieces are bytes, a field's index or ~index (its length)");
+            return -1;
+        }
+    }
     Py_INCREF(names);
     Py_INCREF(choices);
+    Py_INCREF(layout);
     Py_XSETREF(self->names, names);
     Py_XSETREF(self->choices, choices);
+    Py_XSETREF(self->layout, layout);
+    self->pieces = PyTuple_GET_SIZE(layout);
     self->count = count;
     return 0;
 }
@@ -483,12 +626,13 @@ static void Scanner_dealloc(Scanner *self) {
     Scanner_clear_recent(self);
     Py_XDECREF(self->names);
     Py_XDECREF(self->choices);
+    Py_XDECREF(self->layout);
     Py_TYPE(self)->tp_free((PyObject *)self);
 }
 
 static PyMethodDef Scanner_methods[] = {
     {"scan", (PyCFunction)Scanner_scan, METH_O,
-     "scan(data) -> (value of each field, ..., plain-digits mask) or None when it declines"},
+     "scan(data) -> (value of each field, ..., plain-digits mask, packed or None) or None when it declines"},
     {NULL, NULL, 0, NULL},
 };
 
@@ -497,7 +641,7 @@ static PyTypeObject ScannerType = {
     .tp_name = "processor.codec._scan.Scanner",
     .tp_basicsize = sizeof(Scanner),
     .tp_flags = Py_TPFLAGS_DEFAULT,
-    .tp_doc = "Scanner(names, choices, recurring): reads the named top-level fields of a JSON object in one pass",
+    .tp_doc = "Scanner(names, choices, recurring, layout): reads the named top-level fields of a JSON object",
     .tp_new = PyType_GenericNew,
     .tp_init = (initproc)Scanner_init,
     .tp_dealloc = (destructor)Scanner_dealloc,
@@ -509,6 +653,7 @@ static struct PyModuleDef scan_module = {
 };
 
 PyMODINIT_FUNC PyInit__scan(void) {
+    classify_bytes();
     if (PyType_Ready(&ScannerType) < 0) {
         return NULL;
     }

@@ -7,5 +7,6 @@ class Scanner:
         names: tuple[bytes, ...],
         choices: tuple[tuple[str, ...] | None, ...],
         recurring: tuple[bool, ...],
+        layout: tuple[int | bytes, ...],
     ) -> None: ...
     def scan(self, data: bytes) -> tuple[Any, ...] | None: ...

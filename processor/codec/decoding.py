@@ -30,7 +30,7 @@ from processor.codec.schema import (
     _show,
 )
 from processor.domain.events import FundOperation, LiquidationFill
-from processor.domain.ledger import pack_texts
+from processor.domain.ledger import PACKED_FIELDS, SEPARATOR_BYTE, pack_texts
 from processor.domain.state import EXACT
 
 INVALID_JSON = "invalid_json"
@@ -245,7 +245,8 @@ class _DecimalField:
                 number = self.check(value)
             except _FieldError:
                 return None
-            accepted = (number, str(number))
+            # plain digits (but too long for the cheap check) read back as they came; others as the number
+            accepted = (number, value if digits else str(number))
         if self.cached:
             cache = self.cache
             if len(cache) >= _DECIMAL_CACHE_LIMIT:
@@ -260,8 +261,9 @@ def _literal(values: list[Any]) -> Any:
     return literal[tuple(values)]
 
 
-#: A scanner: the values of the fast path's fields in a message, then the mask of those whose text is
-#: plain digits (``_scan.c``); ``None`` when it declines the message (the careful path then decides).
+#: A scanner: the values of the fast path's fields in a message, the mask of those whose text is plain
+#: digits, and the fill packed from the texts as they came, or ``None`` (``_scan.c``); ``None`` when it
+#: declines the message (the careful path then decides).
 Scan = Callable[[bytes], tuple[Any, ...] | None]
 #: The fields a scanner reads: the fill's, then ``type``; and the places of the decimals among them.
 _SCANNED: Final = (*LiquidationFill._fields, "type")
@@ -271,6 +273,10 @@ _PRICE: Final = _SCANNED.index("fill_price")
 _QUANTITY: Final = _SCANNED.index("quantity")
 _UNFILLED: Final = _SCANNED.index("unfilled_quantity")
 _FEE: Final = _SCANNED.index("fee")
+#: The decimals whose texts the packed form keeps as they came (when plain digits).
+_PACKED_DECIMALS: Final = (
+    1 << _SIZE | 1 << _BANKRUPTCY | 1 << _PRICE | 1 << _QUANTITY | 1 << _UNFILLED | 1 << _FEE
+)
 #: Fields whose texts come again and again (a liquidation's fills share most of theirs, and a fund
 #: has few symbols): the native scanner hands a text it met lately back as the same str.
 _RECURRING: Final = frozenset(
@@ -301,8 +307,20 @@ def _scanner(enums: Mapping[str, list[Any]], native: bool) -> Scan:
                 for name in _SCANNED
             )
             recurring = tuple(name in _RECURRING for name in _SCANNED)
-            return Scanner(tuple(name.encode() for name in _SCANNED), choices, recurring).scan
+            names = tuple(name.encode() for name in _SCANNED)
+            return Scanner(names, choices, recurring, _pack_layout()).scan
     return _msgspec_scanner(enums)
+
+
+def _pack_layout() -> tuple[int | bytes, ...]:
+    """``pack_texts`` as the native scanner's layout: a field's index for its text, ``~index`` for
+    its length, bytes as they are; the version is the supported one's text (the decoder accepts no
+    other)."""
+    layout: list[int | bytes] = []
+    for name in PACKED_FIELDS:
+        layout += [_VERSION_TEXT.encode() if name == "version" else _SCANNED.index(name), SEPARATOR_BYTE]
+    liquidation_id = _SCANNED.index("liquidation_id")
+    return (*layout, ~liquidation_id, SEPARATOR_BYTE, liquidation_id, _SCANNED.index("symbol"))
 
 
 def _msgspec_scanner(enums: Mapping[str, list[Any]]) -> Scan:
@@ -332,7 +350,7 @@ def _msgspec_scanner(enums: Mapping[str, list[Any]]) -> Scan:
                     mask |= 1 << index
             elif type(value) is list or type(value) is dict:  # the native scanner declines these too
                 return None
-        return (*scanned, mask)
+        return (*scanned, mask, None)
 
     return scan
 
@@ -404,6 +422,7 @@ def _fast_path(
             version,
             _,  # the type: the fill's or None, by the scanner
             digits,  # bit i: field i is a text of plain digits
+            scanned_packed,  # the fill packed from the message's texts, when all were there
         ) = scanned
         if (
             type(fill_id) is not str
@@ -482,7 +501,14 @@ def _fast_path(
             timestamp,
             _SUPPORTED_VERSION,
         )
-        # The duplicate window's form of the fill, from the texts at hand (no decimal formatted).
+        # The duplicate window's form of the fill: the scanner's, when the texts it packed are the
+        # ones accepted (plain digits, as they came); else from the texts at hand (none formatted).
+        if (
+            scanned_packed is not None
+            and digits & _PACKED_DECIMALS == _PACKED_DECIMALS
+            and known_currency == currency
+        ):
+            return fill, scanned_packed
         packed = pack_texts(
             str(timestamp),
             known_currency,

@@ -20,7 +20,7 @@ from processor.domain.state import DrawdownPolicy, FundPolicy, FundRules, FundSt
 DEFAULT_DUPLICATE_WINDOW_MS = 7 * 24 * 3600 * 1000
 
 _SEPARATOR: Final = "\x1f"
-_SEPARATOR_BYTE: Final = b"\x1f"
+SEPARATOR_BYTE: Final = b"\x1f"
 _COMPACT_AFTER: Final = 1 << 16
 # Timestamps are >= 0 (SPEC section 2): an empty expiry queue's head never expires, and any
 # timestamp goes after its tail.
@@ -30,6 +30,23 @@ _NOTHING_AT_TAIL: Final = -1
 #: Where a duplicate window keeps its fills (fill_id -> the packed fill): a dict by default; the
 #: streaming worker can put large windows on disk instead (``processor.stream.tables``).
 FillStore = MutableMapping[bytes, bytes]
+
+
+#: The fields ``pack_texts`` writes first, in its order, each followed by the separator (the length
+#: of the liquidation id, the separator, the liquidation id and the symbol come after them).
+PACKED_FIELDS: Final = (
+    "timestamp",
+    "margin_currency",
+    "side",
+    "contract_type",
+    "contract_size",
+    "bankruptcy_price",
+    "fill_price",
+    "quantity",
+    "unfilled_quantity",
+    "fee",
+    "version",
+)
 
 
 def pack_texts(
@@ -159,8 +176,8 @@ def unpack_operation(operation_id: str, packed: bytes) -> FundOperation:
 
 def unpack(key: str, packed: bytes) -> Applied:
     """The fill or operation remembered under ``key``."""
-    cut = packed.index(_SEPARATOR_BYTE) + 1
-    if packed[cut : cut + 1] == _SEPARATOR_BYTE:
+    cut = packed.index(SEPARATOR_BYTE) + 1
+    if packed[cut : cut + 1] == SEPARATOR_BYTE:
         return unpack_operation(key, packed)
     return unpack_fill(key, packed)
 
@@ -174,7 +191,7 @@ class Mark(NamedTuple):
 
 
 def _packed_timestamp(packed: bytes) -> int:
-    return int(packed[: packed.index(_SEPARATOR_BYTE)])
+    return int(packed[: packed.index(SEPARATOR_BYTE)])
 
 
 class DuplicateWindow:

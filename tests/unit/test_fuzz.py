@@ -365,3 +365,17 @@ def test_the_fast_path_agrees_with_the_reference_path_on_a_corpus(native_scanner
     assert set(verdicts) >= {"LiquidationFill", "invalid_json", "invalid_event", "unsupported_version"}
     assert verdicts["LiquidationFill"] > CORPUS_SIZE // 4, verdicts
     assert verdicts["fast path"] > 0.85 * verdicts["LiquidationFill"], verdicts
+
+
+@pytest.mark.skipif(not scanner_built(), reason="the native scanner is not built")
+def test_both_scanners_reach_the_same_verdicts_and_packed_bytes() -> None:
+    """The native scanner packs a fill from the message's texts itself; msgspec's path packs with
+    ``pack_texts``: the same bytes for every message of the corpus, and the same verdicts."""
+    native, portable = FillDecoder.from_schema_dir(), FillDecoder.from_schema_dir(native_scanner=False)
+    packed_by_the_scanner = 0
+    for raw in corpus(CORPUS_SIZE // 2):
+        (result, packed), (expected, expected_packed) = native.decode_packed(raw), portable.decode_packed(raw)
+        assert result == expected, raw
+        assert packed == expected_packed, raw
+        packed_by_the_scanner += packed is not None
+    assert packed_by_the_scanner > CORPUS_SIZE // 10
