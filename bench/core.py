@@ -150,7 +150,9 @@ def window_costs(messages: list[bytes], rounds: int) -> dict[str, float]:
     """The duplicate window's seconds per fill, best of ``rounds``, and its bytes per fill:
     ``formatted``, the look-up and remembering of a fill packed by ``pack_fill`` (which formats nine
     decimals: the way it was); ``remembered``, the same of the bytes the decoder packed; ``packing``,
-    packing from the message's texts as the decoder does, but called from here (an upper bound)."""
+    what packing from the message's texts costs the decoder: the native scanner's time with its
+    layout less its time without one (``pack_texts`` called from here, an upper bound, where the
+    scanner is not built)."""
     decode_packed = FillDecoder.from_schema_dir().decode_packed
     decoded = [decode_packed(message) for message in messages]
     fills: list[LiquidationFill] = [fill for fill, _ in decoded]  # type: ignore[misc]  # all valid
@@ -178,8 +180,24 @@ def window_costs(messages: list[bytes], rounds: int) -> dict[str, float]:
         for parts in texts:
             pack_texts(*parts)
 
+    scan_and_pack = FillDecoder.from_schema_dir().scan
+    scan_only = FillDecoder.from_schema_dir(scanner_packs=False).scan
+
+    def scanning_and_packing() -> None:
+        for message in messages:
+            scan_and_pack(message)
+
+    def scanning() -> None:
+        for message in messages:
+            scan_only(message)
+
+    runs = [("formatted", formatted), ("remembered", remembered)]
+    if native.scanner_built():
+        runs += [("scanning and packing", scanning_and_packing), ("scanning", scanning)]
+    else:
+        runs.append(("packing", packing))
     figures = {}
-    for name, run in (("formatted", formatted), ("remembered", remembered), ("packing", packing)):
+    for name, run in runs:
         best = float("inf")
         for _ in range(rounds):
             gc.collect()
@@ -187,6 +205,8 @@ def window_costs(messages: list[bytes], rounds: int) -> dict[str, float]:
             run()
             best = min(best, time.perf_counter() - started)
         figures[name] = best / len(messages)
+    if "scanning" in figures:
+        figures["packing"] = max(0.0, figures["scanning and packing"] - figures["scanning"])
     gc.collect()
     tracemalloc.start()
     window = remembered()
@@ -405,7 +425,12 @@ def main() -> None:
             ("before: pack_fill + look-up + remember, interpreted", window_before["formatted"]),
             ("pack_fill + look-up + remember, compiled", window["formatted"]),
             ("look-up + remember the decoder's bytes, compiled", window["remembered"]),
-            ("packing from the texts (called from Python)", window["packing"]),
+            (
+                "packing: the native scanner's, from the message's texts"
+                if "scanning" in window
+                else "packing from the texts (called from Python)",
+                window["packing"],
+            ),
         ]
         now = window["remembered"] + window["packing"]
         print(f"\n{'duplicate window, per fill (' + format(window_count, ',') + ' fills)':<56}{'us':>8}")

@@ -86,7 +86,11 @@ def _read_schema(directory: Path, name: str) -> dict[str, Any]:
 class FillDecoder:
     """Turn message bytes into a ``LiquidationFill``, a ``FundOperation`` (told apart by ``type``) or
     a ``Rejection``; built from the input schemas (the operation schema read from ``SCHEMA_DIR``
-    unless given)."""
+    unless given).
+
+    ``scan`` is the fast path's scanner: the native one unless told otherwise or not built (then
+    msgspec's); ``scanner_packs=False`` has it pack nothing (the benchmark's baseline for packing).
+    """
 
     def __init__(
         self,
@@ -94,6 +98,7 @@ class FillDecoder:
         operation_schema: Mapping[str, Any] | None = None,
         *,
         native_scanner: bool = True,
+        scanner_packs: bool = True,
     ) -> None:
         if operation_schema is None:
             operation_schema = _read_schema(SCHEMA_DIR, OPERATION_SCHEMA)
@@ -102,15 +107,25 @@ class FillDecoder:
         self._operation_types = frozenset(operation_schema["properties"]["type"]["enum"])
         self._types = ", ".join(repr(kind) for kind in (FILL_TYPE, *sorted(self._operation_types)))
         self._version_check = _integer_check("version", {})
+        properties = schema["properties"]
+        # The enums and the type are checked by the scanner itself: a value outside them declines the
+        # message (the careful path then decides), and an enum's value comes back as the schema's own
+        # string, so no text is made or looked up for it.
+        enums = {name: properties[name]["enum"] for name in ("side", "contract_type")}
+        enums["type"] = [FILL_TYPE, None]
+        self.scan = _scanner(enums, native_scanner, scanner_packs)
         fields = {field.name: field for field in self._fields}
-        self._fast = _fast_path(fields, schema["properties"], native_scanner)
+        self._fast = _fast_path(fields, properties, self.scan)
 
     @classmethod
-    def from_schema_dir(cls, directory: Path = SCHEMA_DIR, *, native_scanner: bool = True) -> FillDecoder:
+    def from_schema_dir(
+        cls, directory: Path = SCHEMA_DIR, *, native_scanner: bool = True, scanner_packs: bool = True
+    ) -> FillDecoder:
         return cls(
             _read_schema(directory, INPUT_SCHEMA),
             _read_schema(directory, OPERATION_SCHEMA),
             native_scanner=native_scanner,
+            scanner_packs=scanner_packs,
         )
 
     def decode(self, data: bytes | None) -> InputEvent | Rejection:
@@ -292,10 +307,10 @@ _RECURRING: Final = frozenset(
 )
 
 
-def _scanner(enums: Mapping[str, list[Any]], native: bool) -> Scan:
+def _scanner(enums: Mapping[str, list[Any]], native: bool, packs: bool) -> Scan:
     """The native scanner (``processor.codec._scan``, built with the compiled modules) over the fill's
-    fields, which reads each enum's value as the schema's own string; msgspec when it is not built
-    (or not ``native``)."""
+    fields, which reads each enum's value as the schema's own string and packs the fill (unless not
+    ``packs``); msgspec when it is not built (or not ``native``)."""
     if native:
         try:
             from processor.codec._scan import Scanner
@@ -308,7 +323,7 @@ def _scanner(enums: Mapping[str, list[Any]], native: bool) -> Scan:
             )
             recurring = tuple(name in _RECURRING for name in _SCANNED)
             names = tuple(name.encode() for name in _SCANNED)
-            return Scanner(names, choices, recurring, _pack_layout()).scan
+            return Scanner(names, choices, recurring, _pack_layout() if packs else ()).scan
     return _msgspec_scanner(enums)
 
 
@@ -356,10 +371,10 @@ def _msgspec_scanner(enums: Mapping[str, list[Any]]) -> Scan:
 
 
 def _fast_path(
-    fields: Mapping[str, _Field], properties: Mapping[str, Any], native_scanner: bool
+    fields: Mapping[str, _Field], properties: Mapping[str, Any], scan: Scan
 ) -> Callable[[bytes | None], tuple[LiquidationFill, bytes] | None]:
-    """Build the hot path: scan straight into the fill's fields (``_scanner``: no dictionary), then
-    the same rules as ``from_document``, unrolled, with caches of accepted values.
+    """Build the hot path: ``scan`` straight into the fill's fields (``_scanner``: no dictionary),
+    then the same rules as ``from_document``, unrolled, with caches of accepted values.
 
     It returns the fill with its packed form (``pack_texts``), or ``None`` for anything it does not
     accept outright; ``from_document`` (after orjson) then decides and words the rejection, so the
@@ -392,12 +407,6 @@ def _fast_path(
     fee = _DecimalField(fields["fee"], cached=False)
     contract_sizes, bankruptcy_prices = contract_size.cache, bankruptcy_price.cache
     quantities, unfilled_quantities = quantity.cache, unfilled_quantity.cache
-    # The enums and the type are checked by the scanner itself: a value outside them declines the
-    # message (the careful path then decides), and an enum's value comes back as the schema's own
-    # string, so no text is made or looked up for it.
-    enums = {name: properties[name]["enum"] for name in ("side", "contract_type")}
-    enums["type"] = [FILL_TYPE, None]
-    scan = _scanner(enums, native_scanner)
 
     def fast(data: bytes | None) -> tuple[LiquidationFill, bytes] | None:
         if data is None:
