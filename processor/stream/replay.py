@@ -469,15 +469,36 @@ async def _replay_in_parallel(
 
 
 def _join(task: _ReplayTask, partitions: Sequence[int]) -> None:
-    """Write each output file asked for: the partitions' shares, in partition order."""
+    """Write each output file asked for: the partitions' shares, in partition order. The first share
+    becomes the file itself where it can (the output a regular file or absent, on the scratch
+    folder's file system), so only the others are copied."""
     for name, path in task.outputs._asdict().items():
         if path is None or name == "state":
             continue
-        with open_output(path, buffering=0) as joined:
-            for partition in partitions:
-                share = getattr(task.partition_files(partition), name)
-                if share.exists():
+        shares = [getattr(task.partition_files(partition), name) for partition in partitions]
+        shares = [share for share in shares if share.exists()]
+        if shares and _moved(shares[0], path):
+            with path.open("ab", buffering=0) as joined:
+                for share in shares[1:]:
                     _append(share, joined)
+            continue
+        with open_output(path, buffering=0) as joined:
+            for share in shares:
+                _append(share, joined)
+
+
+def _moved(share: Path, path: Path) -> bool:
+    """Move ``share`` to ``path`` when ``path`` is a regular file or absent (removed first: ext4
+    writes a file renamed over another back to disk at once); ``False`` when it cannot be."""
+    if path.is_symlink() or (path.exists() and not path.is_file()):
+        return False  # written through, or a FIFO or a device: as ``open_output`` does
+    with suppress(FileNotFoundError):
+        path.unlink()
+    try:
+        share.rename(path)
+    except OSError:  # another file system
+        return False
+    return True
 
 
 def _append(source: Path, target: IO[bytes]) -> None:
