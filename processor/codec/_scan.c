@@ -553,6 +553,10 @@ static int Scanner_init(Scanner *self, PyObject *args, PyObject *kwargs) {
                                      &choices, &PyTuple_Type, &recurring, &PyTuple_Type, &layout)) {
         return -1;
     }
+    if (self->names != NULL) { /* its fields point into the tuples it holds: they stay */
+        PyErr_SetString(PyExc_TypeError, "a Scanner is initialised once");
+        return -1;
+    }
     if (PyTuple_GET_SIZE(layout) > MAX_LAYOUT) {
         PyErr_Format(PyExc_ValueError, "a layout of at most %d pieces", MAX_LAYOUT);
         return -1;
@@ -562,7 +566,6 @@ static int Scanner_init(Scanner *self, PyObject *args, PyObject *kwargs) {
         PyErr_Format(PyExc_ValueError, "at most %d names, and as many choices and recurring flags", MAX_FIELDS);
         return -1;
     }
-    Scanner_clear_recent(self);
     for (Py_ssize_t field = 0; field < count; field++) {
         PyObject *name = PyTuple_GET_ITEM(names, field), *options = PyTuple_GET_ITEM(choices, field);
         if (!PyBytes_Check(name)) {

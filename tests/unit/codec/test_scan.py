@@ -187,3 +187,24 @@ def test_byte_mutations_of_a_fill(data: st.DataObject) -> None:
         position = data.draw(st.integers(0, len(raw) - 1))
         raw[position] = data.draw(st.integers(0, 255))
     assert_reads_as_orjson(bytes(raw))
+
+
+def test_a_scanner_is_initialised_once() -> None:
+    with pytest.raises(TypeError, match="once"):
+        SCANNER.__init__((b"other",), (None,), (False,), ())  # type: ignore[misc]
+    assert scan(b'{"fill_id": "x"}') is not None  # unchanged
+
+
+@pytest.mark.parametrize(
+    ("arguments", "error"),
+    [
+        (((b"a",), (None, None), (False,), ()), ValueError),
+        ((("a",), (None,), (False,), ()), TypeError),
+        (((b"a",), (("\u00e9",),), (False,), ()), TypeError),
+        (((b"a",), (None,), (False,), (5,)), ValueError),
+    ],
+    ids=["counts", "names-not-bytes", "choice-not-ascii", "layout-field"],
+)
+def test_bad_settings_are_refused(arguments: tuple[Any, ...], error: type[Exception]) -> None:
+    with pytest.raises(error):
+        _scan.Scanner(*arguments)
