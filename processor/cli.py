@@ -16,7 +16,7 @@ from processor.config import ADL_VARIABLES, ConfigError, InputError, Settings, d
 from processor.domain.ledger import Ledger
 from processor.logs import configure_logging
 from processor.pipeline import Pipeline
-from processor.replay import OutputFiles, Progress, read_lines, replay_lines, summary_lines
+from processor.replay import OutputFiles, Progress, collect_rarely, read_lines, replay_lines, summary_lines
 
 
 def _add_fund_options(parser: argparse.ArgumentParser) -> None:
@@ -158,6 +158,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _replay(settings: Settings, args: argparse.Namespace) -> int:
+    collect_rarely()
     pipeline = Pipeline(FillDecoder.from_schema_dir(), Ledger(settings.rules, settings.duplicate_window_ms))
     outputs = OutputFiles(args.state_out, args.deltas_out, args.adl_out, args.dlq_out, args.adl_states_out)
     topic_only = [args.from_timestamp, args.from_offsets, args.until_timestamp, args.emit_prefix]
@@ -216,6 +217,7 @@ def _produce(settings: Settings, args: argparse.Namespace) -> int:
 def _audit(settings: Settings, args: argparse.Namespace) -> int:
     from processor.stream.audit import audit
 
+    collect_rarely()
     settings = settings.replace(
         deltas_topic=args.deltas_topic or settings.deltas_topic,
         input_topic=args.input_topic or settings.input_topic,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import os
 import sys
 import time
@@ -38,6 +39,21 @@ class ReplayTotals(NamedTuple):
     triggers: int
     dead_letters: int
     seconds: float
+
+
+#: The collector's first threshold during a replay (CPython's default: 700 allocations).
+REPLAY_COLLECTION_THRESHOLD = 50_000
+
+
+def collect_rarely() -> None:
+    """Tune the garbage collector for a replay process: what start-up loaded is frozen out of its
+    reach, and it runs after 50,000 allocations instead of 700. A replay allocates a few short-lived
+    tracked objects a message (a Kafka client's record, tuples) and keeps large structures that
+    hold no cycles (the duplicate windows and their queues, which every full collection traversed):
+    3-8% of a topic replay's time went to the collector. Cycles are still collected, less often."""
+    gc.freeze()
+    _, second, third = gc.get_threshold()
+    gc.set_threshold(REPLAY_COLLECTION_THRESHOLD, second, third)
 
 
 def open_output(path: Path, buffering: int = -1) -> BinaryIO:

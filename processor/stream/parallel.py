@@ -23,6 +23,7 @@ from multiprocessing.connection import Connection, wait
 from typing import Any, Generic, NamedTuple, Protocol, TypeVar
 
 from processor.logs import configure_logging
+from processor.replay import collect_rarely
 
 log = logging.getLogger(__name__)
 
@@ -289,6 +290,7 @@ def _work(
 ) -> None:
     """A folding process: fold, then send the result, ``stopped``, or what went wrong."""
     configure_logging(*logging_setup)
+    collect_rarely()
     try:
         try:
             funds, result = asyncio.run(task.fold(ranges, Control(connection)))

@@ -1,11 +1,13 @@
-"""Output files of a replay (``processor.replay.open_output``): written from empty, whatever was there."""
+"""Output files of a replay (``processor.replay.open_output``): written from empty, whatever was there;
+and the collector's tuning of a replay process."""
 
 from __future__ import annotations
 
+import gc
 import os
 from pathlib import Path
 
-from processor.replay import open_output
+from processor.replay import REPLAY_COLLECTION_THRESHOLD, collect_rarely, open_output
 
 
 def test_an_earlier_output_is_replaced_by_a_new_file(tmp_path: Path) -> None:
@@ -51,3 +53,14 @@ def test_a_new_output_is_created(tmp_path: Path) -> None:
     with open_output(path) as output:
         output.write(b"x\n")
     assert path.read_bytes() == b"x\n"
+
+
+def test_a_replay_process_collects_rarely() -> None:
+    before = gc.get_threshold()
+    try:
+        collect_rarely()
+        assert gc.get_threshold() == (REPLAY_COLLECTION_THRESHOLD, *before[1:])
+        assert gc.get_freeze_count() > 0  # what was loaded is out of the collector's reach
+    finally:
+        gc.unfreeze()
+        gc.set_threshold(*before)
