@@ -211,27 +211,26 @@ def _checked(fields: list[_Field], document: dict[str, Any]) -> list[Any] | Reje
 
 class _DecimalField:
     """One decimal field on the fast path: a cheap check for new texts, and a cache of accepted ones
-    for fields whose values repeat (``cached``).
+    for fields whose values repeat (``accept``, with their texts).
 
-    A value is accepted as its number and a text ``Decimal`` reads back to exactly that number (the
-    message's own text when it is plain digits, which the duplicate window then keeps as it came).
-    A text of at most ``max_places + 1`` ASCII digits with at most one point cannot have too many
-    places, and when the rule's minimum is 0 only its value is left to check (not even that against
-    the maximum when the text is too short to exceed it); every other text (signs, exponents, long
-    texts, other minimums) takes the field's full check, and a number is left to the reference path.
+    A value is read as its number, and a text ``Decimal`` reads back to exactly that number is the
+    message's own text when it is plain digits (which the duplicate window then keeps as it came),
+    else the number's ``str``. A text of at most ``max_places + 1`` ASCII digits with at most one
+    point cannot have too many places, and when the rule's minimum is 0 only its value is left to
+    check (not even that against the maximum when the text is too short to exceed it); every other
+    text (signs, exponents, long texts, other minimums) takes the field's full check, and a number is
+    left to the reference path.
     """
 
-    __slots__ = ("cache", "cached", "check", "default", "max_abs", "nonzero", "short", "within")
+    __slots__ = ("cache", "check", "default", "max_abs", "nonzero", "short", "within")
 
-    def __init__(self, field: _Field, *, cached: bool) -> None:
+    def __init__(self, field: _Field) -> None:
         rule = field.decimal
         if rule is None:
             raise SchemaError(f"property {field.name!r} is not a decimal")
-        self.cache: dict[Any, tuple[Decimal, str]] = {}  # stays empty unless ``cached``
-        self.cached = cached
+        self.cache: dict[Any, tuple[Decimal, str]] = {}  # filled by ``accept`` only
         self.check = field.check
-        default = field.default
-        self.default = None if default is None else (default, str(default))
+        self.default: Decimal | None = field.default
         self.max_abs = rule.max_abs
         self.nonzero = rule.exclusive
         self.short = rule.max_places + 1 if rule.bound == 0 else -1
@@ -241,32 +240,35 @@ class _DecimalField:
             within += 1
         self.within = within
 
-    def accept(self, value: Any, digits: bool) -> tuple[Decimal, str] | None:
-        """The number and text of a value (a text not in the cache, or the default for null); or
-        ``None``, also for any number: the fast path's parser reads integers beyond 64 bits exactly
-        where orjson, the reference path's, reads a float, so only the reference path judges numbers.
-        ``digits``: the value is a text of ASCII digits with at most one point (the scanner says)."""
+    def read(self, value: Any, digits: bool) -> Decimal | None:
+        """The number of a value (the default for null); or ``None``, also for any number: the fast
+        path's parser reads integers beyond 64 bits exactly where orjson, the reference path's, reads
+        a float, so only the reference path judges numbers. ``digits``: the value is a text of ASCII
+        digits with at most one point (the scanner says)."""
         if digits and len(value) <= self.short:
             number = _read_decimal(value)
             if (len(value) > self.within and number > self.max_abs) or (self.nonzero and not number):
                 return None
-            accepted = (number, value)
-        elif value is None:
+            return number
+        if value is None:
             return self.default
-        elif type(value) is not str:
+        if type(value) is not str:
             return None
-        else:
-            try:
-                number = self.check(value)
-            except _FieldError:
-                return None
-            # plain digits (but too long for the cheap check) read back as they came; others as the number
-            accepted = (number, value if digits else str(number))
-        if self.cached:
-            cache = self.cache
-            if len(cache) >= _DECIMAL_CACHE_LIMIT:
-                cache.clear()
-            cache[value] = accepted
+        try:
+            return self.check(value)
+        except _FieldError:
+            return None
+
+    def accept(self, value: Any, digits: bool) -> tuple[Decimal, str] | None:
+        """``read``, with the number's text, remembered in ``cache`` under the value."""
+        number = self.read(value, digits)
+        if number is None:
+            return None
+        accepted = (number, value if digits else str(number))
+        cache = self.cache
+        if len(cache) >= _DECIMAL_CACHE_LIMIT:
+            cache.clear()
+        cache[value] = accepted
         return accepted
 
 
@@ -397,14 +399,15 @@ def _fast_path(
     currencies: dict[Any, str] = {}
     symbols: dict[Any, str] = {}
     contract_type_default = fields["contract_type"].default  # absent or null: the default
-    # Sizes, bankruptcy prices (shared by a liquidation's fills) and quantities repeat; the exit
-    # price and the fee of a fill are nearly always new, so caching them would only cost.
-    contract_size = _DecimalField(fields["contract_size"], cached=True)
-    bankruptcy_price = _DecimalField(fields["bankruptcy_price"], cached=True)
-    quantity = _DecimalField(fields["quantity"], cached=True)
-    unfilled_quantity = _DecimalField(fields["unfilled_quantity"], cached=True)
-    fill_price = _DecimalField(fields["fill_price"], cached=False)
-    fee = _DecimalField(fields["fee"], cached=False)
+    # Sizes, bankruptcy prices (shared by a liquidation's fills) and quantities repeat, and are
+    # cached with their texts; the exit price and the fee of a fill are nearly always new, so they are
+    # read (caching them would only cost), and their texts made only if the packed form needs them.
+    contract_size = _DecimalField(fields["contract_size"])
+    bankruptcy_price = _DecimalField(fields["bankruptcy_price"])
+    quantity = _DecimalField(fields["quantity"])
+    unfilled_quantity = _DecimalField(fields["unfilled_quantity"])
+    fill_price = _DecimalField(fields["fill_price"])
+    fee = _DecimalField(fields["fee"])
     contract_sizes, bankruptcy_prices = contract_size.cache, bankruptcy_price.cache
     quantities, unfilled_quantities = quantity.cache, unfilled_quantity.cache
 
@@ -474,7 +477,8 @@ def _fast_path(
             is None
         ):
             return None
-        price = fill_price.accept(price_value, digits >> _PRICE & 1 == 1)
+        price_digits = digits >> _PRICE & 1 == 1
+        price = fill_price.read(price_value, price_digits)
         if price is None:
             return None
         closed = quantities.get(quantity_value)
@@ -489,7 +493,8 @@ def _fast_path(
             and (unfilled := unfilled_quantity.accept(unfilled_value, digits >> _UNFILLED & 1 == 1)) is None
         ):
             return None
-        cost = fee.accept(fee_value, digits >> _FEE & 1 == 1)
+        fee_digits = digits >> _FEE & 1 == 1
+        cost = fee.read(fee_value, fee_digits)
         if cost is None:
             return None
         if not closed[0] and not unfilled[0]:
@@ -503,10 +508,10 @@ def _fast_path(
             contract_type,
             size[0],
             bankruptcy[0],
-            price[0],
+            price,
             closed[0],
             unfilled[0],
-            cost[0],
+            cost,
             timestamp,
             _SUPPORTED_VERSION,
         )
@@ -525,10 +530,10 @@ def _fast_path(
             contract_type,
             size[1],
             bankruptcy[1],
-            price[1],
+            price_value if price_digits else str(price),
             closed[1],
             unfilled[1],
-            cost[1],
+            fee_value if fee_digits else str(cost),
             _VERSION_TEXT,
             liquidation_id,
             known_symbol,

@@ -141,6 +141,22 @@ def _quoted(text: str) -> str:
     return quoted
 
 
+#: An output's fund, currency and symbol members as JSON text, by symbol (a symbol's fills mostly
+#: go to one fund), with the fund and currency they were written for (compared by equality).
+_NAMES: Final[dict[str, tuple[str, str, str]]] = {}
+
+
+def _names(fund: str, currency: str, symbol: str) -> str:
+    known = _NAMES.get(symbol)
+    if known is not None and known[0] == fund and known[1] == currency:
+        return known[2]
+    if len(_NAMES) >= _QUOTED_LIMIT:
+        _NAMES.clear()
+    text = f'"fund":{_quoted(fund)},"margin_currency":{_quoted(currency)},"symbol":{_quoted(symbol)}'
+    _NAMES[symbol] = (fund, currency, text)
+    return text
+
+
 def encode_delta(delta: FundDelta) -> bytes:
     """``orjson.dumps(delta_document(delta))``, byte for byte, written as text: the hot path.
 
@@ -172,8 +188,8 @@ def encode_delta(delta: FundDelta) -> bytes:
     _LAST_AFTER[0] = (balance_after, after_text)
     key = _dumps(fill_id).decode()
     return (
-        f'{{"delta_id":{key},"fund":{_quoted(fund)},"margin_currency":{_quoted(margin_currency)},'
-        f'"symbol":{_quoted(symbol)},"liquidation_id":{_quoted_liquidation(liquidation_id)},'
+        f'{{"delta_id":{key},{_names(fund, margin_currency, symbol)},'
+        f'"liquidation_id":{_quoted_liquidation(liquidation_id)},'
         f'"fill_id":{key},"type":"{delta_type}","gross_pnl":"{gross_text}","fee":"{fee_text}",'
         f'"net":"{net_text}","amount":"{paid_text}","shortfall":"{shortfall_text}",'
         f'"balance_before":"{before_text}","balance_after":"{after_text}","sequence":{sequence},'
@@ -307,8 +323,8 @@ def encode_trigger(trigger: AdlTrigger, policy: FundPolicy) -> bytes:
     ``encode_delta`` writes (the reason and sides are names that need no escaping)."""
     fill_key = _dumps(trigger.fill_id).decode()  # the trigger's id is the prefix (plain) and this
     return (
-        f'{{"trigger_id":"{TRIGGER_ID_PREFIX}{fill_key[1:]},"fund":{_quoted(trigger.fund)},'
-        f'"margin_currency":{_quoted(trigger.margin_currency)},"symbol":{_quoted(trigger.symbol)},'
+        f'{{"trigger_id":"{TRIGGER_ID_PREFIX}{fill_key[1:]},'
+        f"{_names(trigger.fund, trigger.margin_currency, trigger.symbol)},"
         f'"liquidation_id":{_quoted_liquidation(trigger.liquidation_id)},'
         f'"fill_id":{fill_key},"reason":"{trigger.reason}",'
         f'"liquidated_side":"{trigger.liquidated_side}","deleverage_side":"{trigger.deleverage_side}",'
