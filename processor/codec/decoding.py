@@ -391,8 +391,8 @@ def _fast_path(
     liquidation_id_min, liquidation_id_max = bounds("liquidation_id")
     symbol_min, symbol_max = bounds("symbol")
     timestamp_rule = properties["timestamp"]
-    timestamp_min = timestamp_rule.get("minimum", 0)
-    timestamp_max = timestamp_rule.get("maximum", (1 << 63) - 1)
+    timestamp_min: int = timestamp_rule.get("minimum", 0)
+    timestamp_max: int = timestamp_rule.get("maximum", (1 << 63) - 1)
     currency_check = fields["margin_currency"].check
     # Accepted currencies and symbols, each mapped to one shared instance: a fund's fills then share
     # their strings (less to keep in the duplicate window) and hash them once.
@@ -417,6 +417,7 @@ def _fast_path(
         scanned = scan(data)
         if scanned is None:
             return None
+        digits: int  # declared: compiled, the mask's bits are then read as a machine integer's
         (
             fill_id,
             liquidation_id,

@@ -205,8 +205,9 @@ class DuplicateWindow:
     packed into one bytes object (``pack_fill``, ~120 B instead of ~500 B for a tuple of decimals)
     and unpacked only when its id comes again; expiry order is a list of timestamps and a list of
     ids, consumed from a moving head (a list of ints costs ~30 B a fill more than an ``array``, whose
-    every append and read compiled code makes through a method call: ~50 ns a fill). The timestamps at the head and the tail are kept apart, so
-    remembering a fill in order compares two integers and appends to the two queues.
+    every append and read compiled code makes through a method call: ~50 ns a fill). The timestamps
+    at the head and the tail are kept apart, so remembering a fill in order compares two integers
+    and appends to the two queues.
     """
 
     __slots__ = (
@@ -214,6 +215,7 @@ class DuplicateWindow:
         "_expiry_ids",
         "_expiry_timestamps",
         "_fills",
+        "_fills_dict",
         "_head_timestamp",
         "_late",
         "_tail_timestamp",
@@ -224,6 +226,9 @@ class DuplicateWindow:
     def __init__(self, window_ms: int = DEFAULT_DUPLICATE_WINDOW_MS, fills: FillStore | None = None) -> None:
         self.window_ms = window_ms
         self._fills: FillStore = {} if fills is None else fills
+        # The same store when it is a dict: compiled, a dict's look-up is a direct call, another
+        # mapping's a method call (~20 ns a fill).
+        self._fills_dict: dict[bytes, bytes] | None = self._fills if type(self._fills) is dict else None
         # Fills in timestamp order as they usually arrive, from ``_expiry_head`` on, and the first
         # and last of their timestamps (``_NOTHING_AT_HEAD`` and ``_NOTHING_AT_TAIL`` when none).
         self._expiry_timestamps: list[int] = []
@@ -257,7 +262,8 @@ class DuplicateWindow:
 
     def get_key(self, key: bytes) -> Applied | None:
         """``get`` by the id's UTF-8 bytes (``Ledger.fold`` encodes an id once for both look-ups)."""
-        packed = self._fills.get(key)
+        fills = self._fills_dict
+        packed = fills.get(key) if fills is not None else self._fills.get(key)
         return unpack(key.decode(), packed) if packed is not None else None
 
     def remember(self, fill: LiquidationFill) -> None:
