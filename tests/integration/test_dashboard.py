@@ -14,7 +14,7 @@ from aiokafka import AIOKafkaProducer
 from processor import codec
 from processor.simulate import fills
 from processor.stream.dashboard import Budgets, DashboardTopics, KafkaTimeline
-from processor.stream.dashboard.source import DELTAS, STATES, TRIGGERS
+from processor.stream.dashboard.source import DELTAS, FOLLOW_LOOKBACK_MS, STATES, TRIGGERS
 from testkit.broker import create_topics, produce, unique
 from testkit.worker import RunningWorker, WorkerConfig
 
@@ -116,10 +116,11 @@ def test_the_live_feed_reads_adl_triggers_and_state_events_committed_after_it_st
         try:
             async with producer.transaction():
                 await producer.send_and_wait(topics.adl, trigger("USDT", 1, "no_liquidity"), key=b"A")
+            await asyncio.sleep(FOLLOW_LOOKBACK_MS / 1000 + 0.5)  # stamped before the feed's margin
             follower = asyncio.ensure_future(
                 timeline.follow(lambda kind, document: got.append((kind, document)))
             )
-            await asyncio.sleep(3)  # positioned at the end by now: the trigger above is history, not live
+            await asyncio.sleep(3)  # positioned by now: the trigger above is history, not live
             await producer.begin_transaction()
             await producer.send_and_wait(topics.adl, trigger("USDT", 50, "insufficient_fund"), key=b"A")
             await producer.abort_transaction()

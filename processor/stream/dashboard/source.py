@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, NamedTuple
@@ -26,6 +27,10 @@ DELTAS, TRIGGERS, STATES = "deltas", "triggers", "states"
 _METADATA_WAIT_SECONDS = 10.0
 _FETCH_RECORDS = 2_000  # per getmany: the worker's loop gets a turn every ~10 ms of decoding
 _FOLLOW_REFRESH_SECONDS = 30.0
+#: How far before the feed began a partition it starts following is read from: a record stamped by a
+#: producer whose clock is somewhat behind this one's is not lost (a page draws a record its history
+#: has too only once).
+FOLLOW_LOOKBACK_MS = 1_000
 _MAX_RETRY_SECONDS = 30.0
 
 Sink = Callable[[str, Any], None]
@@ -193,13 +198,15 @@ class KafkaTimeline:
         return True
 
     async def follow(self, sink: Sink) -> None:
-        """Call ``sink(kind, document)`` for each ADL trigger and ADL state event committed from now on, until
-        cancelled. A failure is logged and the read resumes where it stopped: it never reaches the worker."""
+        """Call ``sink(kind, document)`` for each ADL trigger and ADL state event committed from now on
+        (and stamped up to ``FOLLOW_LOOKBACK_MS`` before), until cancelled. A failure is logged and
+        the read resumes where it stopped: it never reaches the worker."""
         positions: dict[TopicPartition, int] = {}
+        since_ms = int(time.time() * 1000) - FOLLOW_LOOKBACK_MS
         delay = 1.0
         while True:
             try:
-                await self._follow_once(sink, positions)
+                await self._follow_once(sink, positions, since_ms)
             except asyncio.CancelledError:
                 raise
             except Exception:
@@ -207,7 +214,7 @@ class KafkaTimeline:
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, _MAX_RETRY_SECONDS)
 
-    async def _follow_once(self, sink: Sink, positions: dict[TopicPartition, int]) -> None:
+    async def _follow_once(self, sink: Sink, positions: dict[TopicPartition, int], since_ms: int) -> None:
         wanted = [self._topics.adl, self._topics.adl_states]
         consumer = _consumer(self._options)
         await consumer.start()
@@ -222,7 +229,8 @@ class KafkaTimeline:
                     present = {topic for topic in wanted if topic in existing}
                     if present != following:
                         found = await partitions_of(consumer, sorted(present))
-                        await self._assign(consumer, {tp for tps in found.values() for tp in tps}, positions)
+                        partitions = {tp for tps in found.values() for tp in tps}
+                        await self._assign(consumer, partitions, positions, since_ms)
                         following = present
                 if not following:
                     await asyncio.sleep(1.0)
@@ -240,9 +248,16 @@ class KafkaTimeline:
 
     @staticmethod
     async def _assign(
-        consumer: AIOKafkaConsumer, partitions: set[TopicPartition], positions: dict[TopicPartition, int]
+        consumer: AIOKafkaConsumer,
+        partitions: set[TopicPartition],
+        positions: dict[TopicPartition, int],
+        since_ms: int,
     ) -> None:
-        """Assign ``partitions``: resume where this feed stopped, start the others at their end."""
+        """Assign ``partitions``: resume where this feed stopped, start the others at their first record
+        stamped ``since_ms`` or later (the feed's start, less a margin), or at their end. Not at their
+        end whatever their records: a page opens its stream before it reads its history, and what is
+        committed between the two must reach it, however long this consumer takes to get there (a
+        page draws what both carry once)."""
         consumer.assign(sorted(partitions))
         fresh = []
         for tp in partitions:
@@ -251,6 +266,9 @@ class KafkaTimeline:
             else:
                 fresh.append(tp)
         if fresh:
-            await consumer.seek_to_end(*fresh)
+            starts = await consumer.offsets_for_times({tp: since_ms for tp in fresh})
+            ends = await consumer.end_offsets(fresh)
             for tp in fresh:
-                positions[tp] = await consumer.position(tp)
+                found = starts.get(tp)
+                positions[tp] = found.offset if found is not None else ends[tp]
+                consumer.seek(tp, positions[tp])
