@@ -50,7 +50,7 @@ def collect_rarely() -> None:
     reach, and it runs after 50,000 allocations instead of 700. A replay allocates a few short-lived
     tracked objects a message (a Kafka client's record, tuples) and keeps large structures that
     hold no cycles (the duplicate windows and their queues, which every full collection traversed):
-    3-8% of a topic replay's time went to the collector. Cycles are still collected, less often."""
+    4-6% of a topic replay's time went to the collector. Cycles are still collected, less often."""
     gc.freeze()
     _, second, third = gc.get_threshold()
     gc.set_threshold(REPLAY_COLLECTION_THRESHOLD, second, third)

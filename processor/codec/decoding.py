@@ -213,9 +213,9 @@ class _DecimalField:
     """One decimal field on the fast path: a cheap check for new texts, and a cache of accepted ones
     for fields whose values repeat (``accept``, with their texts).
 
-    A value is read as its number, and a text ``Decimal`` reads back to exactly that number is the
-    message's own text when it is plain digits (which the duplicate window then keeps as it came),
-    else the number's ``str``. A text of at most ``max_places + 1`` ASCII digits with at most one
+    A value is read as its number. The text kept with it (one ``Decimal`` reads back to exactly that
+    number) is the message's own text when it is plain digits (which the duplicate window then keeps
+    as it came), else the number's ``str``. A text of at most ``max_places + 1`` ASCII digits with at most one
     point cannot have too many places, and when the rule's minimum is 0 only its value is left to
     check (not even that against the maximum when the text is too short to exceed it); every other
     text (signs, exponents, long texts, other minimums) takes the field's full check, and a number is
