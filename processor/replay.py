@@ -56,15 +56,23 @@ def collect_rarely() -> None:
     gc.set_threshold(REPLAY_COLLECTION_THRESHOLD, second, third)
 
 
-def open_output(path: Path, buffering: int = -1) -> BinaryIO:
-    """Open an output file to write it from empty. A regular file an earlier run left is removed
-    rather than truncated: ext4 writes a file that was truncated and written again back to disk when
-    it is closed (its ``auto_da_alloc`` safeguard for programs that rewrite files in place), ~0.1 s
-    for a 400 MB deltas file, where a new file is written back whenever the kernel chooses. A
-    symlink, a FIFO or a device (``/dev/stdout``) is opened as it is. Its directory is made if missing."""
+def clear_output(path: Path) -> bool:
+    """Make way for a new output file at ``path``: its directory made if missing, and a regular file
+    an earlier run left removed rather than truncated or renamed over (ext4 writes a file truncated
+    and written again, or one renamed over another, back to disk at once: its ``auto_da_alloc``
+    safeguard, ~0.1 s for a 400 MB deltas file, where a new file is written back whenever the kernel
+    chooses). ``False`` for a symlink, a FIFO or a device (``/dev/stdout``): written through."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    if path.is_file() and not path.is_symlink():
-        path.unlink()
+    if path.is_symlink() or (path.exists() and not path.is_file()):
+        return False
+    path.unlink(missing_ok=True)
+    return True
+
+
+def open_output(path: Path, buffering: int = -1) -> BinaryIO:
+    """Open an output file to write it from empty (``clear_output``: a new file, or what a symlink,
+    FIFO or device leads to)."""
+    clear_output(path)
     return path.open("wb", buffering=buffering)
 
 

@@ -17,7 +17,7 @@ import tempfile
 import threading
 import time
 from collections.abc import AsyncIterator, Collection, Sequence
-from contextlib import ExitStack, suppress
+from contextlib import ExitStack
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any, NamedTuple
@@ -35,6 +35,7 @@ from processor.replay import (
     Progress,
     Recorder,
     ReplayTotals,
+    clear_output,
     open_output,
     recording,
     write_state,
@@ -487,12 +488,10 @@ def _join(task: _ReplayTask, partitions: Sequence[int]) -> None:
 
 
 def _moved(share: Path, path: Path) -> bool:
-    """Move ``share`` to ``path`` when ``path`` is a regular file or absent (removed first: ext4
-    writes a file renamed over another back to disk at once); ``False`` when it cannot be."""
-    if path.is_symlink() or (path.exists() and not path.is_file()):
-        return False  # written through, or a FIFO or a device: as ``open_output`` does
-    with suppress(FileNotFoundError):
-        path.unlink()
+    """Move ``share`` to ``path`` where ``clear_output`` makes way for a new file; ``False`` when it
+    cannot (a symlink, FIFO or device, or another file system)."""
+    if not clear_output(path):
+        return False
     try:
         share.rename(path)
     except OSError:  # another file system
